@@ -1,0 +1,176 @@
+"""Class names and display colours of every seglab dataset, and mask <-> colour conversion.
+
+A *palette* here is a tuple of K RGB triples, one per class index. Masks hold class indices
+in ``[0, K)`` or 255 (= ignore); colours are only for display and for reading colour-coded
+mask files.
+
+- PASCAL VOC 2012 (Everingham et al. 2010): 21 classes, the devkit's bit-interleaved colormap
+  (``voc_colormap``); index 255 maps to (224, 224, 192), the cream border of VOC masks.
+- CamVid, 11-class SegNet version (Brostow et al. 2008; Badrinarayanan et al. 2017): the colours
+  of SegNet's own scripts and SegNet's median-frequency class weights.
+- ISBI 2012 EM (Arganda-Carreras et al. 2015): membrane / cell.
+- Synthetic shapes: background / circle / square / triangle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "IGNORE_COLOR",
+    "VOC_CLASSES",
+    "VOC_COLORS",
+    "CAMVID_CLASSES",
+    "CAMVID_COLORS",
+    "CAMVID_CLASS_WEIGHTS",
+    "ISBI_CLASSES",
+    "ISBI_COLORS",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_COLORS",
+    "voc_colormap",
+    "colorize",
+    "rgb_to_index",
+]
+
+#: Display colour of ignored pixels (255); equal to ``voc_colormap()[255]``.
+IGNORE_COLOR: tuple[int, int, int] = (224, 224, 192)
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colormap: ``(n, 3) uint8``, row i = RGB colour of class index i.
+
+    Bit-interleaved construction of the VOC devkit (``VOClabelcolormap.m``): the index is read
+    three bits at a time, lowest first; the three bits go to R, G and B, filling each channel from
+    its most significant bit downwards, so that neighbouring indices get very different colours.
+    Row 0 is black (background), row 255 is (224, 224, 192), the colour of the "void" border. ``voc_colormap().ravel().tolist()`` is the
+    palette of VOC ``SegmentationClass`` PNGs (PIL ``Image.putpalette``).
+    """
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for index in range(n):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):  # 8 rounds, 3 bits of the index per round
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        cmap[index] = (r, g, b)
+    return cmap
+
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+#: ``voc_colormap(21)`` written out.
+VOC_COLORS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
+    (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128),
+    (192, 0, 128), (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0),
+    (128, 192, 0), (0, 64, 128),
+)  # fmt: skip
+
+CAMVID_CLASSES: tuple[str, ...] = (
+    "sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
+    "pedestrian", "bicyclist",
+)  # fmt: skip
+CAMVID_COLORS: tuple[tuple[int, int, int], ...] = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)  # fmt: skip
+#: SegNet's median-frequency balancing weights (Eigen & Fergus 2015) computed on the train split.
+CAMVID_CLASS_WEIGHTS: tuple[float, ...] = (
+    0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614,
+)  # fmt: skip
+
+ISBI_CLASSES: tuple[str, ...] = ("membrane", "cell")
+ISBI_COLORS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (255, 255, 255))
+
+SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle")
+SYNTHETIC_COLORS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200),
+)  # fmt: skip
+
+
+def colorize(
+    mask: np.ndarray,
+    colors: Sequence[Sequence[int]],
+    *,
+    ignore_index: int = 255,
+    ignore_color: Sequence[int] = IGNORE_COLOR,
+) -> np.ndarray:
+    """Paint a mask with class colours.
+
+    Args:
+        mask: ``(H, W)`` integer class indices in ``[0, K)`` or ``ignore_index``
+            (a torch tensor is accepted and moved to the CPU).
+        colors: K RGB triples.
+        ignore_index: value painted with ``ignore_color``.
+
+    Returns:
+        ``(H, W, 3) uint8`` RGB image.
+
+    Raises:
+        ValueError: if the mask holds a value that is neither a class index nor ``ignore_index``.
+    """
+    mask = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask)
+    table = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    valid = (mask >= 0) & (mask < len(table))
+    bad = ~valid & (mask != ignore_index)
+    if bad.any():
+        raise ValueError(
+            f"colorize: mask holds values {np.unique(mask[bad])[:10].tolist()} that are neither class indices "
+            f"[0, {len(table)}) nor ignore_index={ignore_index}; pass one colour per class."
+        )
+    out = np.empty(mask.shape + (3,), dtype=np.uint8)
+    out[...] = np.asarray(ignore_color, dtype=np.uint8)
+    out[valid] = table[mask[valid]]
+    return out
+
+
+def rgb_to_index(
+    rgb: np.ndarray,
+    colors: Sequence[Sequence[int]],
+    *,
+    ignore_color: Sequence[int] | None = IGNORE_COLOR,
+    ignore_index: int = 255,
+    source: str = "mask",
+) -> np.ndarray:
+    """Convert a colour-coded mask to class indices (the inverse of :func:`colorize`).
+
+    Args:
+        rgb: ``(H, W, 3) uint8`` colour mask.
+        colors: K RGB triples; pixels of colour ``colors[k]`` become k.
+        ignore_color: pixels of this colour become ``ignore_index`` (None: no ignore colour).
+        source: name used in error messages (usually the file path).
+
+    Returns:
+        ``(H, W) int64`` mask in ``[0, K)`` or ``ignore_index``.
+
+    Raises:
+        ValueError: naming ``source`` and the colours that match no class.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"{source}: a colour mask must be (H, W, 3) RGB, got shape {rgb.shape}")
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    out = np.full(code.shape, -1, dtype=np.int64)
+    for index, color in enumerate(colors):
+        r, g, b = (int(v) for v in color)
+        out[code == ((r << 16) | (g << 8) | b)] = index
+    if ignore_color is not None:
+        r, g, b = (int(v) for v in ignore_color)
+        out[code == ((r << 16) | (g << 8) | b)] = ignore_index
+    unknown = out < 0
+    if unknown.any():
+        codes = np.unique(code[unknown])[:8]
+        names = [((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255) for c in codes]
+        raise ValueError(
+            f"{source}: {int(unknown.sum())} pixels have colours that match no class, e.g. {names}. "
+            f"Known colours: {[tuple(int(v) for v in c) for c in colors]} (+ ignore {ignore_color}). "
+            "Fix: pass the palette used to draw these masks as colors=..., or save masks as class-index PNGs."
+        )
+    return out
