@@ -171,9 +171,9 @@ def _unpadded_size(size: tuple[int, int], max_size: int | None) -> tuple[int, in
 
 
 def _cmd_download(args) -> int:
-    from seglab.data import download
+    from seglab.data import download_dataset
 
-    path = download(args.dataset, args.data_root)
+    path = download_dataset(args.dataset, args.data_root)
     print(f"{args.dataset} is ready in {path}")
     return 0
 

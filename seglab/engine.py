@@ -85,7 +85,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     crop_size: int = 64  # training crop, pixels (square)
-    max_size: int | None = None  # resize so the longer side is at most this (train and val), pixels
+    max_size: int | None = None  # resize so the longer side equals this (train and val), pixels
     pad_multiple: int = 32  # validation images are padded (with ignore) to a multiple of this
     batch_size: int = 16
     val_batch_size: int | None = None  # None = batch_size

@@ -76,8 +76,19 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+class _Figure(Figure):
+    """A plain Figure that also displays itself in Jupyter without pyplot (``_repr_png_``).
+
+    IPython only knows how to show ``Figure`` objects once pyplot's inline backend is active; a
+    figure built without pyplot (under ``MPLBACKEND=Agg`` in CI, say) would print as text.
+    """
+
+    def _repr_png_(self) -> bytes:
+        return figure_to_png(self)
+
+
 def _figure(width: float, height: float, dpi: float | None = None) -> Figure:
-    return Figure(figsize=(width, height), dpi=dpi or DPI, layout="constrained")
+    return _Figure(figsize=(width, height), dpi=dpi or DPI, layout="constrained")
 
 
 def figure_to_png(fig: Figure, dpi: float | None = None) -> bytes:
@@ -99,7 +110,7 @@ def _palette(colors) -> np.ndarray:
             f"colors must be a sequence of K (R, G, B) triples, got shape {palette.shape}: "
             "pass the dataset's .colors attribute"
         )
-    if palette.min() < 0 or palette.max() > 255:
+    if palette.min() < 0 or palette.max() > 255 or not np.array_equal(palette, np.round(palette)):
         raise ValueError("colors must hold 0..255 integer RGB values (e.g. (128, 0, 0)), not 0..1 floats")
     return palette.astype(np.uint8)
 
@@ -333,7 +344,7 @@ def show_predictions(images, masks, preds, classes: Sequence[str], colors, *, ig
     if n == 0:
         raise ValueError("nothing to show: images, masks and preds are empty")
     rows = min(n, max_images)
-    fig = _figure(10.0, (2.5 * _aspect(_as_mask(masks[0], "masks[0]")) + 0.25) * rows + 1.0)
+    fig = _figure(10.0, (2.2 * _aspect(_as_mask(masks[0], "masks[0]")) + 0.25) * rows + 1.0)
     axes = np.atleast_2d(fig.subplots(rows, 4))
     present: set[int] = set()
     for i in range(rows):
@@ -359,17 +370,20 @@ def show_receptive_field(image, pixel: tuple[int, int], *, erf=None, support=Non
                          log_scale: bool = False) -> Figure:
     """Receptive field of one output pixel drawn over the input image.
 
-    Left panel: the image, the chosen pixel (red cross), the theoretical RF as a dashed box
-    (it may extend past the image, which is why padding matters) and the exact RF (pixels whose
-    gradient is non-zero) as a cyan outline. Right panel (when ``erf`` is given): the effective
-    RF, ``|d y / d x|`` summed over channels and scaled to max 1 (Luo et al. 2016), as a heatmap.
+    Left panel: the image, the chosen pixel (red cross), the theoretical RF -- the exact set of
+    input pixels joined to the output by a path of the network (``seglab.receptive_field``) -- as
+    a cyan outline, and optionally the analytic RF box of the layer recurrence (Araujo et al. 2019)
+    dashed (it may extend past the image, into the padding). Right panel (when ``erf`` is given):
+    the effective RF, ``|d y / d x|`` summed over channels and scaled to max 1 (Luo et al. 2016),
+    as a heatmap: much smaller than the theoretical RF, roughly Gaussian.
 
     Args:
         image: ``(3, H, W)`` normalised float or ``(H, W, 3)`` uint8.
         pixel: ``(row, col)`` of the output position in input-pixel coordinates.
         erf: ``(H, W)`` float gradient magnitudes (non-negative), e.g. from ``seglab.receptive_field``.
-        support: ``(H, W)`` bool, True where the gradient is non-zero (the exact RF).
-        box: ``(top, left, bottom, right)`` inclusive input-pixel bounds of the theoretical RF.
+        support: ``(H, W)`` bool, True inside the theoretical RF (``ReceptiveField.support``).
+        box: ``(top, left, bottom, right)`` inclusive input-pixel bounds of the analytic RF
+            (``LayerRF.box``); may lie partly outside the image.
         log_scale: show ``log10`` of the ERF (reveals its long, faint tail) instead of linear.
 
     Raises:
@@ -378,7 +392,7 @@ def show_receptive_field(image, pixel: tuple[int, int], *, erf=None, support=Non
     rgb = to_rgb(image)
     h, w = rgb.shape[:2]
     ncols = 2 if erf is not None else 1
-    fig = _figure(4.2 * ncols + (0.8 if erf is not None else 0), 4.6)
+    fig = _figure(4.2 * ncols + (0.8 if erf is not None else 0), 4.2 * h / w + 1.3)
     axes = np.atleast_1d(fig.subplots(1, ncols))
     handles = [Line2D([], [], color="red", marker="x", ls="none", markersize=9, mew=2, label=f"output pixel {tuple(pixel)}")]
 
@@ -397,10 +411,12 @@ def show_receptive_field(image, pixel: tuple[int, int], *, erf=None, support=Non
         sup = np.asarray(_to_numpy(support), bool)
         if sup.shape != (h, w):
             raise ValueError(f"support {sup.shape} and image {(h, w)} differ in size")
-        handles.append(Line2D([], [], color="cyan", lw=1.5, label=f"exact RF ({int(sup.sum())} px, non-zero gradient)"))
+        rows, cols = np.nonzero(sup.any(1))[0], np.nonzero(sup.any(0))[0]
+        size = f"{rows[-1] - rows[0] + 1}×{cols[-1] - cols[0] + 1} px, " if len(rows) else ""
+        handles.append(Line2D([], [], color="cyan", lw=1.5, label=f"theoretical RF ({size}{int(sup.sum())} px)"))
     if box is not None:
         size = f"{box[2] - box[0] + 1}×{box[3] - box[1] + 1}"
-        handles.append(Line2D([], [], color="yellow", lw=2, ls="--", label=f"theoretical RF {size} px"))
+        handles.append(Line2D([], [], color="yellow", lw=2, ls="--", label=f"analytic RF box {size} px"))
     _image_axis(axes[0], rgb, "receptive field")
     draw_rf(axes[0])
     if erf is not None:
@@ -408,10 +424,11 @@ def show_receptive_field(image, pixel: tuple[int, int], *, erf=None, support=Non
         if e.shape != (h, w):
             raise ValueError(f"erf {e.shape} and image {(h, w)} differ in size")
         e = e / e.max() if e.max() > 0 else e
-        label = "ERF |∂y/∂x|, max = 1"
+        label = "ERF |∂y/∂x|, max = 1 (zero: not drawn)"
         if log_scale:
             e = np.log10(np.maximum(e, 1e-6))
-            label = "log10 ERF (max = 0)"
+            label = "log10 ERF, max = 0 (zero: not drawn)"
+        e = np.ma.masked_where(np.abs(_to_numpy(erf)) == 0, e)  # outside every path: show the image
         grey = rgb.mean(2, keepdims=True).repeat(3, 2).astype(np.uint8)
         _image_axis(axes[1], grey, "effective receptive field")
         im = axes[1].imshow(e, cmap="inferno", alpha=0.75, interpolation="nearest")
@@ -729,7 +746,8 @@ def plot_history(histories, *, show_lr: bool = False, title: str | None = None) 
             e, v = _series(h, "lr")
             axes[2].plot(e, v, "-", color=col, label=label)
     axes[0].set(title="loss", xlabel="epoch", ylabel="cross-entropy per pixel")
-    axes[1].set(title="mean IoU", xlabel="epoch", ylabel="mIoU (%)")
+    axes[1].set(title="mean IoU (validation)", xlabel="epoch", ylabel="mIoU (%)")
+    axes[1].margins(y=0.12)
     style = [Line2D([], [], color="0.3", ls="-", label="train"), Line2D([], [], color="0.3", ls="--", label="validation"),
              Line2D([], [], color="0.3", marker="*", ls="none", ms=11, label="best epoch")]
     axes[0].legend(handles=style[:2], frameon=False, fontsize=9)
@@ -780,7 +798,7 @@ def plot_iou_per_class(iou_per_class, classes: Sequence[str], *, title: str | No
     ax.set_xlim(0, 105)
     ax.set_xlabel("IoU (%)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(frameon=False, fontsize=9, loc="lower right")
+    fig.legend(loc="outside lower center", ncol=min(len(runs), 3), frameon=False, fontsize=9)
     ax.set_title(title or "IoU per class")
     return fig
 

@@ -44,8 +44,9 @@ def voc_colormap(n: int = 256) -> np.ndarray:
     Bit-interleaved construction of the VOC devkit (``VOClabelcolormap.m``): the index is read
     three bits at a time, lowest first; the three bits go to R, G and B, filling each channel from
     its most significant bit downwards, so that neighbouring indices get very different colours.
-    Row 0 is black (background), row 255 is (224, 224, 192), the colour of the "void" border. ``voc_colormap().ravel().tolist()`` is the
-    palette of VOC ``SegmentationClass`` PNGs (PIL ``Image.putpalette``).
+    Row 0 is black (background), row 255 is (224, 224, 192), the colour of the "void" border.
+    ``voc_colormap().ravel().tolist()`` is the palette of VOC ``SegmentationClass`` PNGs
+    (PIL ``Image.putpalette``).
     """
     cmap = np.zeros((n, 3), dtype=np.uint8)
     for index in range(n):

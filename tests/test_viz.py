@@ -1,0 +1,328 @@
+"""Tests for seglab.viz: colours are exact, counts match independent oracles, figures render.
+
+Oracles: a hand-painted 2×3 mask; seglab.metrics (confusion-matrix mIoU) for per-image scores;
+a stack of real dilated ``torch.nn.functional.conv2d`` layers for the dilation coverage.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from seglab import viz
+
+CLASSES = ("background", "circle", "square")
+COLORS = ((0, 0, 0), (200, 0, 0), (0, 0, 200))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _texts(fig: Figure) -> str:
+    """Every piece of text drawn in a figure (titles, labels, legends, annotations), joined."""
+    fig.canvas.draw_idle()
+    return "\n".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+
+
+@pytest.fixture
+def sample():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    mask = np.zeros((32, 40), np.int64)
+    mask[4:20, 5:25] = 1
+    mask[22:30, 28:38] = 2
+    mask[0, :] = 255
+    pred = mask.copy()
+    pred[0, :] = 0
+    pred[4:8, 5:25] = 2  # 80 wrong pixels
+    return image, mask, pred
+
+
+# ----------------------------------------------------------------------------- masks
+def test_colorize_paints_each_class_and_ignore():
+    mask = np.array([[0, 1, 2], [255, 1, 0]])
+    out = viz.colorize(mask, COLORS, ignore_color=(1, 2, 3))
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+    expected = np.array([[COLORS[0], COLORS[1], COLORS[2]], [(1, 2, 3), COLORS[1], COLORS[0]]], np.uint8)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(viz.colorize(torch.from_numpy(mask), COLORS, ignore_color=(1, 2, 3)), expected)
+    np.testing.assert_array_equal(viz.colorize(mask, COLORS)[1, 0], viz.IGNORE_COLOR)
+
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (np.array([[0, 3]]), r"values \[3\] outside \[0, 3\)"),
+        (np.array([[-1, 0]]), r"values \[-1\]"),
+        (np.zeros((2, 2), np.float32), "integer class indices"),
+        (np.zeros((2, 2, 2), np.int64), r"\(H, W\)"),
+    ],
+)
+def test_colorize_rejects_bad_masks(mask, match):
+    with pytest.raises(ValueError, match=match):
+        viz.colorize(mask, COLORS)
+
+
+def test_colorize_rejects_bad_palette():
+    with pytest.raises(ValueError, match="0..255"):
+        viz.colorize(np.zeros((2, 2), np.int64), [(0.5, 0.5, 0.5)])
+    with pytest.raises(ValueError, match=r"\(R, G, B\)"):
+        viz.colorize(np.zeros((2, 2), np.int64), [(1, 2)])
+
+
+def test_to_rgb_undoes_imagenet_normalisation(sample):
+    image = sample[0]
+    mean, std = np.array(viz.IMAGENET_MEAN), np.array(viz.IMAGENET_STD)
+    normalised = torch.from_numpy(((image / 255.0 - mean) / std).transpose(2, 0, 1).astype(np.float32))
+    back = viz.to_rgb(normalised)
+    assert back.dtype == np.uint8 and back.shape == image.shape
+    assert np.abs(back.astype(int) - image).max() <= 1
+    assert viz.to_rgb(image) is image
+    np.testing.assert_array_equal(viz.to_rgb(image[..., 0]), np.repeat(image[..., :1], 3, axis=2))
+    with pytest.raises(ValueError, match="one image, not a batch"):
+        viz.to_rgb(normalised[None])
+
+
+def test_overlay_blends_with_alpha_and_leaves_ignored_pixels(sample):
+    image, mask, _ = sample
+    np.testing.assert_array_equal(viz.overlay(image, mask, COLORS, alpha=0.0), image)
+    full = viz.overlay(image, mask, COLORS, alpha=1.0)
+    labelled = mask != 255
+    np.testing.assert_array_equal(full[labelled], viz.colorize(mask, COLORS)[labelled])
+    np.testing.assert_array_equal(full[~labelled], image[~labelled])
+    with pytest.raises(ValueError, match="differ in size"):
+        viz.overlay(image, mask[:-1], COLORS)
+
+
+def test_error_map_marks_wrong_red_and_ignored_grey(sample):
+    _, mask, pred = sample
+    out = viz.error_map(mask, pred)
+    red = np.all(out == (214, 39, 40), axis=-1)
+    grey = np.all(out == (150, 150, 150), axis=-1)
+    white = np.all(out == 255, axis=-1)
+    assert red.sum() == 80 == ((pred != mask) & (mask != 255)).sum()
+    assert grey.sum() == 40 and grey[0].all()
+    assert white.sum() == mask.size - 120
+    logits = F.one_hot(torch.from_numpy(pred), 3).permute(2, 0, 1).float()  # (K, H, W)
+    np.testing.assert_array_equal(viz.error_map(mask, logits), out)
+    with pytest.raises(ValueError, match="F.interpolate"):
+        viz.error_map(mask, pred[:, :-1])
+
+
+def test_image_scores_match_seglab_metrics():
+    from seglab.metrics import ConfusionMatrix
+
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        mask = rng.integers(0, 4, (20, 24))
+        mask[rng.random(mask.shape) < 0.1] = 255
+        pred = rng.integers(0, 4, (20, 24))
+        pred[mask == 3] = 2  # class 3 never predicted
+        cm = ConfusionMatrix(5)  # class 4 absent from both: left out of the mean
+        cm.update(torch.from_numpy(pred)[None], torch.from_numpy(mask)[None])
+        expected = cm.compute()
+        got = viz._image_scores(pred, mask, 5)
+        assert got["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-12)
+        assert got["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"], abs=1e-12)
+    # hand-computed: labelled pixels (gt 0 -> 0), (gt 0 -> 1): IoU(0) = 1/2, IoU(1) = 0/1 -> mIoU 1/4; 1 of 2 right
+    got = viz._image_scores(np.array([[0, 1, 1]]), np.array([[0, 0, 255]]), 2)
+    assert got["mIoU"] == pytest.approx(0.25) and got["pixel_accuracy"] == pytest.approx(0.5)
+    assert math.isnan(viz._image_scores(np.zeros((1, 2), int), np.full((1, 2), 255), 2)["mIoU"])
+
+
+def test_show_mask_and_predictions_render_with_scores(sample):
+    image, mask, pred = sample
+    fig = viz.show_mask(image, mask, CLASSES, COLORS, title="one sample")
+    assert isinstance(fig, Figure) and viz.figure_to_png(fig).startswith(PNG_MAGIC)
+    texts = _texts(fig)
+    assert "overlay (alpha = 0.5)" in texts and "circle" in texts and "one sample" in texts
+
+    images = torch.stack([torch.zeros(3, 32, 40), torch.ones(3, 32, 40)])
+    masks = np.stack([mask, mask])
+    preds = np.stack([pred, mask])
+    fig = viz.show_predictions(images, masks, preds, CLASSES, COLORS)
+    scores = viz._image_scores(pred, mask, 3)
+    texts = _texts(fig)
+    assert f"mIoU {scores['mIoU']:.1%}" in texts and "mIoU 100.0%" in texts
+    assert "wrong pixel" in texts and "ignored (255)" in texts
+    assert len(fig.axes) == 8
+    assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
+    assert len(viz.show_predictions(images, masks, preds, CLASSES, COLORS, max_images=1).axes) == 4
+    with pytest.raises(ValueError, match="equal numbers"):
+        viz.show_predictions(images, masks[:1], preds, CLASSES, COLORS)
+
+
+def test_figures_display_in_jupyter_without_pyplot(sample):
+    fig = viz.show_mask(*sample[:2], CLASSES, COLORS)
+    assert fig._repr_png_().startswith(PNG_MAGIC)
+    assert fig.dpi == viz.DPI
+
+
+def test_no_pyplot_figure_is_left_open(sample):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    viz.show_predictions([sample[0]], [sample[1]], [sample[2]], CLASSES, COLORS)
+    viz.plot_history([{"epoch": 1, "train_loss": 1.0, "val_mIoU": 0.5}])
+    assert plt.get_fignums() == before
+
+
+# ------------------------------------------------------------------- receptive field
+def test_show_receptive_field_draws_box_support_and_erf(sample):
+    image = sample[0]
+    erf = np.zeros((32, 40))
+    erf[10:20, 10:20] = 1.0
+    support = erf > 0
+    fig = viz.show_receptive_field(image, (15, 15), erf=erf, support=support, box=(-5, -5, 35, 35), title="t")
+    rects = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(rects) == 2 and rects[0].get_width() == 41 and rects[0].get_xy() == (-5.5, -5.5)
+    texts = _texts(fig)
+    assert "analytic RF box 41×41 px" in texts and "theoretical RF (10×10 px, 100 px)" in texts
+    assert len(fig.axes) == 3  # RF, ERF, colourbar
+    assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
+    assert len(viz.show_receptive_field(image, (3, 3), box=(0, 0, 6, 6)).axes) == 1
+    with pytest.raises(ValueError, match="differ in size"):
+        viz.show_receptive_field(image, (3, 3), erf=erf[:-1])
+
+
+# ----------------------------------------------------------------------------- dilation
+def _coverage_by_convolution(rates, kernel_size=3):
+    """Oracle: push a delta through real dilated all-ones convolutions (counts of paths)."""
+    size = 1 + (kernel_size - 1) * sum(rates)
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64)
+    x[0, 0, size // 2, size // 2] = 1.0
+    ones = torch.ones(1, 1, kernel_size, kernel_size, dtype=torch.float64)
+    for r in rates:
+        x = F.conv2d(x, ones, dilation=r, padding=r * (kernel_size // 2))
+    return x[0, 0].round().long().numpy()
+
+
+@pytest.mark.parametrize("rates", [(1,), (2,), (2, 2, 2), (1, 2, 3), (1, 2, 5, 9), (6, 12)])
+def test_dilation_coverage_matches_real_dilated_convolutions(rates):
+    counts = viz.dilation_coverage(rates)
+    np.testing.assert_array_equal(counts, _coverage_by_convolution(rates))
+    assert counts.shape == (1 + 2 * sum(rates),) * 2
+    assert counts.sum() == 9 ** len(rates)  # every path of the stack counted once
+    np.testing.assert_array_equal(counts, np.outer(viz.dilation_coverage(rates, ndim=1), viz.dilation_coverage(rates, ndim=1)))
+
+
+def test_dilation_coverage_shows_gridding_and_hdc():
+    gridding = viz.dilation_coverage((2, 2, 2))
+    assert (gridding[1::2, :] == 0).all() and (gridding[:, 1::2] == 0).all()
+    assert (gridding == 0).mean() == pytest.approx(1 - (7 / 13) ** 2)
+    assert (viz.dilation_coverage((1, 2, 3)) > 0).all()
+    np.testing.assert_array_equal(viz.dilation_coverage((2,), kernel_size=5, ndim=1), [1, 0, 1, 0, 1, 0, 1, 0, 1])
+    with pytest.raises(ValueError, match=">= 1"):
+        viz.dilation_coverage((0, 1))
+    with pytest.raises(ValueError, match="odd"):
+        viz.dilation_coverage((1,), kernel_size=2)
+
+
+def test_dilation_figures_render():
+    fig = viz.show_dilated_kernels((1, 2, 4))
+    assert "span 9×9 px" in _texts(fig)
+    grid = fig.axes[2].images[0].get_array()
+    assert grid.sum() == 9 and grid.shape == (11, 11)
+    fig = viz.show_dilation_coverage()
+    texts = _texts(fig)
+    assert "gridding: rates (2, 2, 2)" in texts and "holes 71%" in texts and "holes 0%" in texts
+    assert viz.figure_to_png(viz.show_dilation_coverage([3, 3])).startswith(PNG_MAGIC)
+
+
+# ----------------------------------------------------------------------- skip connections
+def test_compare_predictions_reports_miou_and_trimap(sample):
+    from seglab.metrics import trimap_iou
+
+    image, mask, pred = sample
+    coarse = np.kron(mask[::8, ::8].clip(0, 2), np.ones((8, 8), np.int64))
+    fig = viz.compare_predictions(image, mask, {"coarse": coarse, "fine": pred}, CLASSES, COLORS, band_width=2)
+    texts = _texts(fig)
+    for name, p in (("coarse", coarse), ("fine", pred)):
+        miou = viz._image_scores(p, mask, 3)["mIoU"]
+        trimap = trimap_iou(torch.from_numpy(p)[None], torch.from_numpy(mask)[None], 3, 2)
+        assert f"{name}\nmIoU {miou:.1%}, trimap {trimap:.1%}" in texts
+    assert "trimap band (width 2 px)" in texts
+    assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
+    fig = viz.compare_predictions(image, mask, {"only": pred}, CLASSES, COLORS, show_errors=False)
+    assert len(fig.axes) == 3 and "trimap" not in _texts(fig)
+    with pytest.raises(ValueError, match="empty"):
+        viz.compare_predictions(image, mask, {}, CLASSES, COLORS)
+
+
+def test_show_feature_maps_modes():
+    feats = {"enc": torch.randn(1, 8, 16, 16), "dec": np.random.rand(4, 32, 32).astype(np.float32)}
+    fig = viz.show_feature_maps(feats, input_size=(64, 64))
+    texts = _texts(fig)
+    assert "8 ch, 16×16, 1/4" in texts and "4 ch, 32×32, 1/2" in texts
+    panel = fig.axes[0].images[0].get_array()
+    expected = feats["enc"][0].abs().mean(0).numpy()
+    np.testing.assert_allclose(panel, (expected - expected.min()) / (expected.max() - expected.min()), rtol=1e-5, atol=1e-6)
+    fig = viz.show_feature_maps(feats, mode="channels", num_channels=6)
+    assert sum(bool(ax.images) for ax in fig.axes) == 6 + 4  # 'dec' has only 4 channels
+    with pytest.raises(ValueError, match="mode"):
+        viz.show_feature_maps(feats, mode="max")
+
+
+def test_plot_trimap_curves():
+    fig = viz.plot_trimap_curves([2, 4, 8], {"a": [0.1, 0.2, 0.3], "b": [0.2, 0.3, 0.4]})
+    lines = fig.axes[0].get_lines()
+    np.testing.assert_allclose(lines[1].get_ydata(), [20, 30, 40])
+    with pytest.raises(ValueError, match="3 band widths"):
+        viz.plot_trimap_curves([2, 4, 8], {"a": [0.1]})
+
+
+# ----------------------------------------------------------------------------- training
+def _history(n=5, best=3):
+    return [
+        {"epoch": e, "train_loss": 1.0 / e, "lr": 0.01 / e, "val_loss": 1.2 / e if e != 2 else None,
+         "val_mIoU": 0.5 + (0.1 if e == best else 0.01 * e), "val_iou_per_class": [0.5, 0.6, float("nan")],
+         "val_pixel_accuracy": 0.9, "seconds": 1.0, "images_per_s": 10.0}
+        for e in range(1, n + 1)
+    ]
+
+
+def test_plot_history_one_and_several_runs():
+    fig = viz.plot_history(_history())
+    texts = _texts(fig)
+    assert "60.0%" in texts and "epoch" in texts and "mIoU (%)" in texts
+    val_loss = fig.axes[0].get_lines()[1].get_ydata()
+    assert np.isnan(val_loss[1]) and val_loss[0] == pytest.approx(1.2)
+    miou = fig.axes[1].get_lines()[0].get_ydata()
+    np.testing.assert_allclose(miou, [51, 52, 60, 54, 55])
+    fig = viz.plot_history({"a": _history(), "b": _history(4, best=1)}, show_lr=True)
+    texts = _texts(fig)
+    assert len(fig.axes) == 3 and "a" in texts and "b" in texts and "learning rate" in texts
+    with pytest.raises(ValueError, match="per-epoch dicts"):
+        viz.plot_history([1, 2])
+
+
+def test_plot_iou_per_class_writes_absent_and_miou():
+    fig = viz.plot_iou_per_class([0.5, 0.6, float("nan")], CLASSES)
+    texts = _texts(fig)
+    assert "absent" in texts and "mIoU 55.0%" in texts and "IoU (%)" in texts
+    widths = [p.get_width() for p in fig.axes[0].patches]
+    np.testing.assert_allclose(widths, [50, 60, 0])
+    fig = viz.plot_iou_per_class({"x": torch.tensor([0.1, 0.2, 0.3]), "y": [0.3, 0.2, 0.1]}, CLASSES)
+    assert len(fig.axes[0].patches) == 6
+    with pytest.raises(ValueError, match="3 class names"):
+        viz.plot_iou_per_class([0.5], CLASSES)
+
+
+def test_plot_confusion_matrix_rows_are_recall():
+    cm = torch.tensor([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
+    fig = viz.plot_confusion_matrix(cm, CLASSES)
+    shown = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(shown[0], [80, 20, 0])
+    np.testing.assert_allclose(shown[1], [25, 75, 0])
+    assert np.isnan(np.ma.filled(shown, np.nan)[2]).all()  # no ground truth of class 2: blank row
+    texts = _texts(fig)
+    assert "predicted class" in texts and "ground-truth class" in texts and "75" in texts
+    raw = viz.plot_confusion_matrix(cm, CLASSES, normalize=False)
+    np.testing.assert_allclose(raw.axes[0].images[0].get_array(), cm.numpy())
+    with pytest.raises(ValueError, match=r"\(3, 3\)"):
+        viz.plot_confusion_matrix(np.eye(2), CLASSES)
