@@ -151,7 +151,10 @@ def _proc_status_kib(field: str) -> int:
 def train_step_memory(name: str, device: torch.device) -> dict:
     """One training step from a fresh model: {"train_step_ms", "train_peak_mib"} (see the module docstring)."""
     if device.type == "cpu":  # a fresh interpreter per model, so that earlier models leave no high-water mark
-        result = subprocess.run([sys.executable, __file__, "--_memory-child", name], capture_output=True, text=True, check=True)
+        result = subprocess.run([sys.executable, __file__, "--_memory-child", name], capture_output=True, text=True)
+        if result.returncode != 0:  # e.g. killed for memory: report it, keep benchmarking the other rows
+            print(f"{name}: training-step subprocess failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+            return {"train_step_ms": None, "train_peak_mib": None}
         return json.loads(result.stdout.strip().splitlines()[-1])
     model = ROWS[name][2]().to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -253,7 +256,7 @@ def to_markdown(rows: list[dict], sizes: list[int], throughput: bool) -> str:
     for row in rows:
         cells = [row["name"], row["kind"], row["description"], f"{row['params_m']:.2f}", f"{row['gflops_256']:.1f}"]
         cells += [f"{row[f'forward_ms_{s}']:.0f}" for s in sizes]
-        cells += [f"{row['train_step_ms']:.0f}", f"{row['train_peak_mib']:.0f}"]
+        cells += ["n/a" if row[key] is None else f"{row[key]:.0f}" for key in ("train_step_ms", "train_peak_mib")]
         if throughput:
             fp32, bf16 = row["train_img_s_fp32"], row["train_img_s_bf16_cl"]
             cells += [f"{fp32:.1f}", f"{bf16:.1f}", f"{bf16 / fp32:.2f}×"]

@@ -18,10 +18,12 @@ Which input pixels can change one output pixel? Three answers, from cheap to rea
    pixels joined to the output pixel by a path in the network. It is the non-zero set of the input
    gradient of a *linearised* copy: activations -> identity, max-pool -> average-pool, every
    convolution / linear weight -> a positive constant, biases -> 0, normalisation -> identity,
-   dropout off. With positive weights and positive activations nothing cancels, so the gradient is
-   ``> 0`` exactly on the support; float64 keeps the smallest path weights far from underflow. It
-   shows the holes dilation leaves ("gridding", Wang et al. 2018, "Understanding Convolution for
-   Semantic Segmentation"). See :class:`ReceptiveField` and :func:`exact_receptive_field`.
+   dropout off (module replacement on a ``copy.deepcopy``, plus a torch function mode for functional
+   calls such as ``F.relu`` inside ``forward``). With positive weights and activations nothing
+   cancels, so the gradient is ``> 0`` exactly on the support; float64 keeps the smallest path
+   weights far from underflow. It shows the holes dilation leaves ("gridding", Wang et al. 2018,
+   "Understanding Convolution for Semantic Segmentation"). See :class:`ReceptiveField` and
+   :func:`exact_receptive_field`.
 
 3. **Effective RF** (Luo, Li, Urtasun & Zemel 2016, "Understanding the Effective Receptive Field in
    Deep Convolutional Neural Networks"): the mean absolute input gradient of one output pixel of the
@@ -428,62 +430,57 @@ def _positive_pool(input, dims, kernel_size, stride=None, padding=0, dilation=1,
     return y.reshape(*input.shape[:-dims], *y.shape[-dims:])
 
 
-class _PositivePool(nn.Module):
-    """Stand-in for ``MaxPool{1,2,3}d`` in a linearised copy: average over the same (dilated) windows."""
-
-    def __init__(self, pool: nn.Module, dims: int):
-        super().__init__()
-        if pool.return_indices:
-            _no_indices()
-        self.dims, self.kernel_size, self.stride, self.padding = dims, pool.kernel_size, pool.stride, pool.padding
-        self.dilation, self.ceil_mode = pool.dilation, pool.ceil_mode
-
-    def forward(self, x):
-        pool = lambda t: _positive_pool(t, self.dims, self.kernel_size, self.stride, self.padding,  # noqa: E731
-                                        self.dilation, self.ceil_mode)
-        return _per_channel(pool, (x,), {}, None)
-
-    def extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+def _identity_forward(self, input, *args, **kwargs):
+    return input
 
 
-def _replacement(module: nn.Module) -> nn.Module | None:
-    if isinstance(module, _POINTWISE_MODULES + _NORM_MODULES + _DROPOUT_MODULES) \
-            and not isinstance(module, nn.Identity):
-        return nn.Identity()
-    if isinstance(module, (nn.Softmax, nn.LogSoftmax)) and module.dim in (1, -3):
-        return nn.Identity()
-    if isinstance(module, nn.Softmax2d):
-        return nn.Identity()
-    for dims, max_pool in enumerate((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d), start=1):
-        if isinstance(module, max_pool):
-            return _PositivePool(module, dims)
-    for max_pool, avg_pool in ((nn.AdaptiveMaxPool1d, nn.AdaptiveAvgPool1d),
-                               (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d),
-                               (nn.AdaptiveMaxPool3d, nn.AdaptiveAvgPool3d)):
-        if isinstance(module, max_pool):
+def _positive_pool_forward(self, x):
+    """Average over the windows of this max-pool (a broadcast input is pooled once, then re-broadcast)."""
+    pool = lambda t: _positive_pool(t, self._dims, self.kernel_size, self.stride, self.padding,  # noqa: E731
+                                    self.dilation, self.ceil_mode)
+    return _per_channel(pool, (x,), {})
+
+
+def _adaptive_average_forward(self, x):
+    return (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[self._dims - 1](x, self.output_size)
+
+
+_LINEARISED_CLASSES: dict = {}
+
+
+def _linearised_class(cls: type, forward, dims: int = 0) -> type:
+    """``Linearised<cls>``: a subclass of ``cls`` with another forward, so ``isinstance`` checks in the
+    model's own code (e.g. ``isinstance(layer, nn.MaxPool2d)``) still hold in the copy."""
+    if cls not in _LINEARISED_CLASSES:
+        _LINEARISED_CLASSES[cls] = type(f"Linearised{cls.__name__}", (cls,),
+                                        {"forward": forward, "_dims": dims, "__module__": __name__})
+    return _LINEARISED_CLASSES[cls]
+
+
+def _linearised_class_of(module: nn.Module) -> type | None:
+    if isinstance(module, nn.Identity):
+        return None
+    if isinstance(module, _POINTWISE_MODULES + _NORM_MODULES + _DROPOUT_MODULES + (nn.Softmax2d,)) \
+            or (isinstance(module, (nn.Softmax, nn.LogSoftmax)) and module.dim in (1, -3)):
+        return _linearised_class(type(module), _identity_forward)
+    max_pools = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+    adaptive = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+    for dims, (max_pool, adaptive_pool) in enumerate(zip(max_pools, adaptive), start=1):
+        if isinstance(module, (max_pool, adaptive_pool)):
             if module.return_indices:
                 _no_indices()
-            return avg_pool(module.output_size)
+            forward = _positive_pool_forward if isinstance(module, max_pool) else _adaptive_average_forward
+            return _linearised_class(type(module), forward, dims)
     return None
-
-
-def _swap_modules(module: nn.Module) -> None:
-    for name, child in list(module.named_children()):
-        new = _replacement(child)
-        if new is None:
-            _swap_modules(child)
-        else:
-            setattr(module, name, new)
 
 
 def linearise(model: nn.Module) -> nn.Module:
     """Linearised float64 copy of ``model`` whose input-gradient support is the exact RF.
 
-    On a ``copy.deepcopy`` (the user's model is never touched): activation, normalisation and dropout
-    modules become ``nn.Identity``; ``MaxPool`` becomes an average over the same (dilated) windows,
-    ``AdaptiveMaxPool`` becomes ``AdaptiveAvgPool``; Softmax over channels becomes Identity; every
+    On a ``copy.deepcopy`` (the user's model is never touched), modules are replaced by subclasses of
+    their own class named ``Linearised<Class>`` (so ``isinstance`` checks in ``forward`` still hold):
+    activation, normalisation, dropout and channel-softmax modules return their input; ``MaxPool``
+    averages over the same (dilated) windows, ``AdaptiveMaxPool`` is an adaptive average. Every
     Conv/ConvTranspose/Linear weight becomes the constant ``1 / fan_in`` and its bias 0; all other
     parameters are replaced by their absolute values; the copy is in eval mode, float64, with
     ``requires_grad=False`` on its parameters.
@@ -496,7 +493,10 @@ def linearise(model: nn.Module) -> nn.Module:
         ValueError: max-pooling with ``return_indices=True`` (max-unpooling has no linearisation).
     """
     linear = copy.deepcopy(model)
-    _swap_modules(linear)
+    for module in linear.modules():
+        cls = _linearised_class_of(module)
+        if cls is not None:
+            module.__class__ = cls  # same attributes, linear forward
     linear = linear.to(torch.float64).eval()
     with torch.no_grad():
         for module in linear.modules():
@@ -715,6 +715,9 @@ class LinearisedFunctions(TorchFunctionMode):
             ``"copies"``: the same, with the channels copied out (allows in-place ops);
             ``"full"``: the real channel count, every weight ``1 / fan_in`` (slow; a check).
 
+    In the positive copy every activation is > 0, so a ReLU alone would do no harm; what must be
+    caught are saturating functions (``hardtanh``/``relu6``/``clamp`` at an upper bound), max-pooling
+    (the gradient goes to the argmax only) and dropout masks (``F.dropout`` defaults to training=True).
     Not handled (the support may then be too small): max/argmax over dims used as pooling,
     interpolation with negative weights (bicubic), subtraction of two feature maps, attention.
     """
@@ -868,13 +871,15 @@ class ReceptiveField:
         """Exact RFs of several output pixels: ``(P, H, W)`` bool, one backward pass each."""
         layer = self.layer if layer is ... else layer
         x, out = self._graph(layer)
-        masks = []
+        if channel is not None and not 0 <= channel < out.shape[1]:
+            raise ValueError(f"channel {channel} is outside the {out.shape[1]} channels of the queried output")
+        masks = [torch.zeros(0, *self.input_size, dtype=torch.bool)]
         for pixel in output_pixels:
             y, x_ = _check_pixel(pixel, out.shape[2:], f"output map of layer {layer!r}" if layer else "model output")
             picked = out[0, :, y, x_] if channel is None else out[0, channel, y, x_]
             (grad,) = torch.autograd.grad(picked.sum(), x, retain_graph=True)
-            masks.append((grad[0].sum(0) > 1e-30).cpu())  # positive paths only: > 0 exactly on the support
-        return torch.stack(masks)
+            masks.append((grad[0].sum(0) > 0).cpu()[None])  # positive paths only: > 0 exactly on the support
+        return torch.cat(masks)
 
     def box(self, output_pixel: Pair | None = None, *, layer: str | None = ...) -> tuple[int, int, int, int]:
         """Bounding box ``(top, left, bottom, right)`` of :meth:`support` (inclusive, pixels)."""

@@ -49,3 +49,15 @@ def isbi_root(shared_data: Path) -> Path:
     if not (path / "train" / "image").is_dir():
         pytest.skip(f"ISBI 2012 not found at {path}")
     return path
+
+
+def _hypothesis_profile() -> None:
+    from hypothesis import settings
+
+    # CI runs the same examples every time (a red run can be reproduced); locally they vary.
+    settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profile()

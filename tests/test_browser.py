@@ -134,6 +134,14 @@ def jupyterlab(tmp_path):
         "display_name": "seglab (test)", "language": "python",
         "env": {"PYTHONPATH": str(REPO_ROOT), "MPLBACKEND": "Agg", "NO_ALBUMENTATIONS_UPDATE": "1"},
     }))
+    settings = dirs["config"] / "lab" / "user-settings" / "@jupyterlab"
+    for extension, values in {
+        "notebook-extension/tracker": {"windowingMode": "none"},  # render every cell, also off-screen ones
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    }.items():
+        path = settings / f"{extension}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     _write_notebook(root / "widgets.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
@@ -177,7 +185,7 @@ def _wait_new_src(page, explorer: str, old: str, timeout_ms: int = 20_000) -> st
     page.wait_for_function(
         "([sel, old]) => { const img = document.querySelector(sel);"
         " return img && img.src && img.src !== old && img.complete && img.naturalWidth > 0; }",
-        arg=[f".seglab-{explorer} img", old], timeout=timeout_ms,
+        arg=[f".seglab-{explorer} img", old], timeout=timeout_ms, polling=250,
     )
     return _image_src(page, explorer)
 
@@ -206,13 +214,14 @@ def test_widgets_render_and_respond_in_jupyterlab(jupyterlab, tmp_path):
             page.goto(f"{base}/lab/tree/widgets.ipynb?token={token}")
             page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
             # the kernel of our kernelspec started and is idle
-            page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+            # (before that the indicator already reads "idle" with "No Kernel")
+            page.locator(".jp-StatusBar-TextItem", has_text="seglab (test) | Idle").first.wait_for()
             page.locator(".lm-MenuBar-item", has_text="Run").first.click()
             page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
             for explorer in EXPLORERS:  # every explorer drew its first picture
                 page.wait_for_function(
                     "sel => { const img = document.querySelector(sel); return img && img.complete && img.naturalWidth > 0; }",
-                    arg=f".seglab-{explorer} img", timeout=90_000,
+                    arg=f".seglab-{explorer} img", timeout=90_000, polling=250,  # "raf" polling stalls headless
                 )
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             texts = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
@@ -225,7 +234,7 @@ def test_widgets_render_and_respond_in_jupyterlab(jupyterlab, tmp_path):
             assert new != old
             page.wait_for_function(
                 "old => document.querySelector('.seglab-DilationExplorer .widget-html-content').innerText !== old",
-                arg=status,
+                arg=status, polling=250,
             )
             assert "rates (2, 2, 3)" in page.locator(".seglab-DilationExplorer .widget-html-content").first.inner_text()
 

@@ -52,7 +52,8 @@ def test_recurrence_hand_computed():
     assert rfs[0].name == "c1" and rfs[1].name == "1"
     assert rfs[2].box(3, 5) == (-9 + 12, -9 + 20, -9 + 12 + 20, -9 + 20 + 20)
     # the same chain as modules gives the same rows
-    modules = nn.Sequential(nn.Conv2d(1, 1, 3, 2, 1), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(1, 1, 3, padding=2, dilation=2))
+    modules = nn.Sequential(nn.Conv2d(1, 1, 3, 2, 1), nn.MaxPool2d(2), nn.ReLU(),
+                            nn.Conv2d(1, 1, 3, padding=2, dilation=2))
     from_modules = analytic_receptive_field(modules, input_size=(64, 48))
     assert [(r.rf_size, r.jump, r.start) for r in from_modules[:2] + from_modules[3:]] == \
            [(r.rf_size, r.jump, r.start) for r in rfs]
@@ -279,7 +280,7 @@ class FunctionalNet(nn.Module):
         super().__init__()
         self.functional = functional
         self.c1, self.c2, self.c3 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 2, 3)
-        self.relu, self.pool, self.drop = nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Dropout(0.5)
+        self.relu, self.pool, self.drop, self.clip = nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Dropout(0.5), nn.Hardtanh()
         with torch.no_grad():
             for conv in (self.c1, self.c2, self.c3):
                 conv.weight.copy_(-conv.weight.abs())
@@ -288,10 +289,10 @@ class FunctionalNet(nn.Module):
     def forward(self, x):
         if self.functional:
             x = F.max_pool2d(F.relu(self.c1(x)), 3, 2, 1)
-            x = F.dropout(self.c2(x).relu(), 0.5)  # F.dropout defaults to training=True
+            x = F.dropout(F.hardtanh(self.c2(x)).relu(), 0.5)  # F.dropout defaults to training=True
             return torch.sigmoid(self.c3(torch.relu(x)))
         x = self.pool(self.relu(self.c1(x)))
-        x = self.drop(self.relu(self.c2(x)))
+        x = self.drop(self.relu(self.clip(self.c2(x))))
         return torch.sigmoid(self.c3(self.relu(x)))
 
 
@@ -302,18 +303,18 @@ def test_functional_calls_are_linearised():
     assert torch.equal(functional, modules)
     rows = analytic_receptive_field([nn.Conv2d(1, 1, 3, padding=1), nn.MaxPool2d(3, 2, 1),
                                      nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3)])
-    assert support_box(functional) == rows[-1].box(*pixel) and support_holes(functional) == 0
+    assert support_box(functional) == rows[-1].box(*pixel) == (10, 10, 22, 22) and support_holes(functional) == 0
     # without linearisation the ReLUs are dead (negative weights and biases): the real gradient is zero
     x = torch.ones(1, 3, size, size, requires_grad=True)
     FunctionalNet(False).eval()(x)[0, :, 7, 7].sum().backward()
     assert not (x.grad != 0).any()
-    # without the function mode, F.relu and F.max_pool2d in forward are not replaced: support is wrong
+    # the linearised copy alone cannot reach F.max_pool2d (argmax routing) and F.hardtanh (saturated at
+    # 1 = the mean of ones) inside forward: its support is too small; LinearisedFunctions fixes both
     linear = linearise(FunctionalNet(True))
     x = torch.ones(1, 3, size, size, dtype=torch.float64, requires_grad=True)
-    with torch.no_grad():
-        linear.c1.bias.fill_(-100.0)  # biases would be zero; make F.relu kill the first layer
     linear(x)[0, :, 7, 7].sum().backward()
-    assert not (x.grad > 0).any()
+    without = x.grad[0].sum(0) > 0
+    assert int(without.sum()) < int(functional.sum()) and not (without & ~functional).any()
     with LinearisedFunctions():
         x.grad = None
         linear(x)[0, :, 7, 7].sum().backward()
@@ -324,8 +325,12 @@ def test_linearise_copy_and_user_model_untouched():
     model = FunctionalNet(False).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     linear = linearise(model)
-    assert isinstance(linear.relu, nn.Identity) and isinstance(linear.drop, nn.Identity)
-    assert not isinstance(linear.pool, nn.MaxPool2d)
+    # modules keep their class (isinstance checks in forward still work), with a linear forward
+    assert type(linear.relu).__name__ == "LinearisedReLU" and isinstance(linear.relu, nn.ReLU)
+    assert isinstance(linear.pool, nn.MaxPool2d) and type(linear.pool) is not nn.MaxPool2d
+    x = torch.arange(-8.0, 8.0, dtype=torch.float64).reshape(1, 1, 4, 4)
+    assert torch.equal(linear.relu(x), x) and torch.equal(linear.drop(x), x) and torch.equal(linear.clip(x), x)
+    torch.testing.assert_close(linear.pool(x), F.avg_pool2d(x, 3, 2, 1))
     assert torch.all(linear.c1.weight == 1 / 27) and torch.all(linear.c1.bias == 0)
     assert linear.c1.weight.dtype == torch.float64 and not linear.training
     exact_receptive_field(model, 16)
@@ -387,8 +392,9 @@ def test_grouped_channels_keep_their_own_rf():
     rf = ReceptiveField(model, 40)
     first, last = rf.support((20, 20), channel=0), rf.support((20, 20), channel=7)
     tail = [nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, 2, 1), nn.ConvTranspose2d(1, 1, 4, 2, 1)]
-    chain_a = analytic_receptive_field([nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, padding=4, dilation=4), *tail])
-    chain_b = analytic_receptive_field([nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 5, padding=2), *tail])
+    stem = nn.Conv2d(1, 1, 3, padding=1)
+    chain_a = analytic_receptive_field([stem, nn.Conv2d(1, 1, 3, padding=4, dilation=4), *tail])
+    chain_b = analytic_receptive_field([stem, nn.Conv2d(1, 1, 5, padding=2), *tail])
     assert support_box(first) == chain_a[-1].box(20, 20) and support_box(last) == chain_b[-1].box(20, 20)
     assert support_size(first) == (17, 17) and support_size(last) == (13, 13)
     assert torch.equal(rf.support((20, 20)), first | last)
@@ -406,6 +412,9 @@ def test_intermediate_layer_and_errors(vgg_features):
     assert torch.equal(many[1], rf.support((32, 32))) and rf.box((63, 0)) == (61, 0, 63, 2)
     with pytest.raises(ValueError, match=r"outside the output map of layer '0.2' of size \(64, 64\)"):
         rf.support((64, 0))
+    assert rf.supports([]).shape == (0, 64, 64)
+    with pytest.raises(ValueError, match="channel 64 is outside the 64 channels"):
+        rf.support(channel=64)
     with pytest.raises(ValueError, match=r"close names: \['0.2'"):
         rf.support(layer="0.21")
     with pytest.raises(ValueError, match="output_fn"):

@@ -49,6 +49,7 @@ __all__ = [
     "SyntheticShapes",
     "build_dataset",
     "list_datasets",
+    "pick_dataset",
     "resolve_root",
     "pad_collate",
     "download_dataset",
@@ -109,3 +110,29 @@ def build_dataset(
         masks_dir = kwargs.pop("masks_dir", base / split / "masks")
         return ImageFolderDataset(images_dir, masks_dir, transform=transform, split=split, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; valid names: {list_datasets()}")
+
+
+def pick_dataset(preferred: tuple[str, ...] = ("voc", "camvid", "synthetic"), *, split: str = "val",
+                 verbose: bool = True) -> str:
+    """The first dataset of ``preferred`` whose files are present (``"synthetic"`` always is).
+
+    Notebooks use it so that one notebook runs on PASCAL VOC on a user's machine, on CamVid or
+    ISBI from ``$SEGLAB_DATA`` in CI, and on the synthetic shapes when nothing else is there. Falling
+    back is never silent: each dataset skipped is printed with the reason.
+
+    Raises:
+        FileNotFoundError: none of ``preferred`` is available (the message lists each reason).
+    """
+    reasons = []
+    for name in preferred:
+        try:
+            build_dataset(name, split)
+        except FileNotFoundError as error:
+            reasons.append(f"{name}: {error}")
+            continue
+        if verbose and reasons:
+            skipped = ", ".join(r.split(":")[0] for r in reasons)
+            print(f"notice: using the {name!r} dataset because {skipped} is not available "
+                  "(see data/README.md to get it)")
+        return name
+    raise FileNotFoundError("no dataset of " + repr(preferred) + " is available: " + "; ".join(reasons))
