@@ -1,0 +1,85 @@
+"""The notebooks as files: normalised, checked cells present, exercises with solutions, house rules.
+
+nbval (run by the same ``pytest`` command) executes every notebook and compares the cells marked
+``# NBVAL_CHECK_OUTPUT`` with their stored outputs. This file checks what nbval cannot see:
+
+- a committed notebook is exactly what ``tools/normalize_notebooks.py`` produces from it, so it stores
+  outputs only on checked cells. Together with nbval's comparison of those cells this means that
+  re-executing and normalising a notebook reproduces the committed file;
+- checked cells really have stored outputs and an execution count (nbval silently skips them
+  otherwise);
+- each notebook has exercises and a solutions notebook, the Colab install cell, the FAST switch,
+  and no ``%run`` or star imports (nothing is shared between notebooks except through seglab).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((REPO / "notebooks" / "solutions").glob("*.ipynb"))
+ALL = NOTEBOOKS + SOLUTIONS
+
+_spec = importlib.util.spec_from_file_location("normalize_notebooks", REPO / "tools" / "normalize_notebooks.py")
+normalize_notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(normalize_notebooks)
+
+
+def _ids(paths):
+    return [str(p.relative_to(REPO / "notebooks")) for p in paths]
+
+
+def test_the_sequence_is_complete():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == [f"{i:02d}" for i in range(10)], numbers
+
+
+@pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
+def test_notebook_is_normalised(path):
+    text = path.read_text()
+    nb = nbformat.reads(text, as_version=4)
+    assert normalize_notebooks.dumps(normalize_notebooks.normalize(nb)) == text, (
+        f"{path.name} is not normalised: run python tools/normalize_notebooks.py --execute {path.relative_to(REPO)}"
+    )
+
+
+@pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
+def test_checked_cells_have_outputs_and_counts(path):
+    nb = nbformat.read(path, as_version=4)
+    checked = [c for c in nb.cells if normalize_notebooks.is_checked(c)]
+    if path in NOTEBOOKS:
+        assert len(checked) >= 2, f"{path.name}: fewer than 2 '# NBVAL_CHECK_OUTPUT' cells"
+    for cell in checked:
+        assert cell.execution_count is not None and cell.outputs, (
+            f"{path.name}: checked cell without stored output (nbval would skip it):\n{cell.source[:200]}"
+        )
+    for cell in nb.cells:
+        if cell.cell_type == "code" and not normalize_notebooks.is_checked(cell):
+            assert not cell.outputs, f"{path.name}: unchecked cell stores output"
+
+
+@pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
+def test_house_rules(path):
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "%run" not in code, f"{path.name}: %run shares code between notebooks; put it in seglab"
+    assert not re.search(r"^\s*from\s+\S+\s+import\s+\*", code, re.M), f"{path.name}: star import"
+    assert 'FAST = os.environ.get("SEGLAB_FAST", "0") == "1"' in code, f"{path.name}: no FAST switch"
+    assert "except ImportError" in code and "%pip install" in code, f"{path.name}: no Colab install cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_exercises_and_solutions(path):
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert re.search(r"^#+\s*Exercises", markdown, re.M), f"{path.name}: no Exercises section"
+    solution = REPO / "notebooks" / "solutions" / f"{path.stem}_solutions.ipynb"
+    assert solution.is_file(), f"missing {solution.relative_to(REPO)}"
+    claims = sum(c.source.count("assert ") for c in nb.cells if c.cell_type == "code")
+    assert claims >= 3, f"{path.name}: only {claims} asserts; every claim should be checked"
