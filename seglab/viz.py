@@ -322,7 +322,7 @@ def show_mask(image, mask, classes: Sequence[str], colors, *, ignore_index: int 
 
 
 def show_predictions(images, masks, preds, classes: Sequence[str], colors, *, ignore_index: int = 255,
-                     max_images: int = 6, title: str | None = None) -> Figure:
+                     max_images: int = 6, indices: Sequence[int] | None = None, title: str | None = None) -> Figure:
     """One row per image: image | ground truth | prediction | error map, with per-image scores.
 
     Args:
@@ -331,6 +331,7 @@ def show_predictions(images, masks, preds, classes: Sequence[str], colors, *, ig
         preds: ``(N, H, W)`` class indices or ``(N, K, H, W)`` logits.
         classes, colors: the dataset's K names and RGB palette.
         max_images: at most this many rows are drawn.
+        indices: dataset index of each image, printed as the row label (default 0, 1, ...).
 
     Each row is labelled with the image's mIoU and pixel accuracy (classes absent from both the
     ground truth and the prediction are left out of that image's mean, as in ``seglab.metrics``).
@@ -356,7 +357,8 @@ def show_predictions(images, masks, preds, classes: Sequence[str], colors, *, ig
         _image_axis(axes[i, 1], colorize(m, colors, ignore_index), heads[1])
         _image_axis(axes[i, 2], colorize(p, colors, ignore_index), heads[2])
         _image_axis(axes[i, 3], error_map(m, p, ignore_index), heads[3])
-        axes[i, 0].set_ylabel(f"#{i}\nmIoU {scores['mIoU']:.1%}\nacc {scores['pixel_accuracy']:.1%}", fontsize=9)
+        label = i if indices is None else indices[i]
+        axes[i, 0].set_ylabel(f"#{label}\nmIoU {scores['mIoU']:.1%}\nacc {scores['pixel_accuracy']:.1%}", fontsize=9)
         present |= set(np.unique(m).tolist()) | set(np.unique(p).tolist())
     _class_legend(fig, classes, colors, present, extra=_error_legend())
     if title:
@@ -582,7 +584,7 @@ def compare_predictions(image, mask, preds: Mapping[str, object], classes: Seque
     for p in named.values():
         _check_same_size(m, p)
     ncols, nrows = 2 + len(named), 2 if show_errors else 1
-    fig = _figure(2.6 * ncols, (2.6 * _aspect(m) + 0.45) * nrows + 1.0)
+    fig = _figure(2.6 * ncols, 2.45 * _aspect(m) * nrows + 0.35 * nrows + 0.8)
     axes = np.atleast_2d(fig.subplots(nrows, ncols))
     _image_axis(axes[0, 0], rgb, "image")
     _image_axis(axes[0, 1], colorize(m, colors, ignore_index), "ground truth")

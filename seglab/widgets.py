@@ -253,7 +253,7 @@ class PredictionBrowser(_FigureView):
     def _draw(self):
         i = self.current
         return viz.show_predictions([self.images[i]], [self.masks[i]], [self.prediction(i)], self.classes, self.colors,
-                                    ignore_index=self.ignore_index)
+                                    ignore_index=self.ignore_index, indices=[i])
 
     def _status(self) -> str:
         i, s = self.current, self.scores(self.current)
@@ -540,7 +540,7 @@ class RunComparer(_FigureView):
         self.classes = classes
         self._cache: dict[str, tuple[float, list[dict]]] = {}
         self.runs = widgets.SelectMultiple(options=[], description="runs", rows=5, layout=widgets.Layout(width="45%"))
-        self.view = widgets.ToggleButtons(options=["curves", "per-class IoU (best epoch)"], description="show")
+        self.view = widgets.ToggleButtons(options=["curves", "per-class IoU"], description="show")
         self.show_lr = widgets.Checkbox(False, description="learning rate")
         self.rescan = widgets.Button(description="rescan folder", icon="refresh")
         super().__init__([widgets.HBox([self.runs, widgets.VBox([self.view, self.show_lr, self.rescan])])])

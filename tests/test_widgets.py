@@ -237,7 +237,7 @@ def test_run_comparer_lists_runs_and_redraws(tmp_path):
     assert "fcn8s: 2 epochs, best val mIoU 50.0%" in comparer.status.value
     assert "deeplab/os16: 1 epoch, best val mIoU 30.0%" in comparer.status.value
     _change(comparer, comparer.runs, ("fcn8s",))
-    _change(comparer, comparer.view, "per-class IoU (best epoch)")
+    _change(comparer, comparer.view, "per-class IoU")
     assert comparer._classes("fcn8s", 4) == list(CLASSES)
     assert comparer._classes("deeplab/os16", 4) == ["class 0", "class 1", "class 2", "class 3"]
     _change(comparer, comparer.runs, ("fcn8s", "deeplab/os16"))
@@ -253,6 +253,6 @@ def test_run_comparer_lists_runs_and_redraws(tmp_path):
 def test_errors_in_a_redraw_are_shown_not_lost(tmp_path):
     _write_run(tmp_path / "a", [{"epoch": 1, "train_loss": 1.0, "val_mIoU": 0.5}])
     comparer = widgets.RunComparer(tmp_path)
-    comparer.view.value = "per-class IoU (best epoch)"
+    comparer.view.value = "per-class IoU"
     assert "no &#x27;val_iou_per_class&#x27;" in comparer.status.value or "val_iou_per_class" in comparer.status.value
     assert comparer.error is not None and comparer.error.startswith("ValueError")

@@ -1,38 +1,17 @@
-"""Receptive fields of CNNs: analytic, exact and effective.
+"""Exact theoretical receptive field of any model: gradient support of a linearised copy.
 
-Which input pixels can change one output pixel? Three answers, from cheap to real:
-
-1. **Analytic (theoretical) RF of a chain of layers** -- the recurrence of Araujo, Norris & Sim (2019),
-   "Computing Receptive Fields of Convolutional Neural Networks", Distill. Walking the chain from the
-   input, with jump ``j`` (input pixels between two neighbouring features) and RF size ``r``::
-
-       r <- r + (k - 1) * d * j        j <- j * s        start <- start - p * j
-
-   for a convolution or pooling with kernel ``k``, stride ``s``, dilation ``d`` and padding ``p``
-   (``start`` = first input pixel seen by output pixel 0; negative = it lies in the padding).
-   Upsampling divides the jump (``j <- j / s``); then the RF size can depend on the output pixel's
-   phase, so :func:`analytic_receptive_field` tracks the RF interval of every phase exactly and
-   reports the largest. See :func:`analytic_receptive_field`.
-
-2. **Exact theoretical RF of any model** (skips, ASPP branches, concatenations): the set of input
-   pixels joined to the output pixel by a path in the network. It is the non-zero set of the input
-   gradient of a *linearised* copy: activations -> identity, max-pool -> average-pool, every
-   convolution / linear weight -> a positive constant, biases -> 0, normalisation -> identity,
-   dropout off (module replacement on a ``copy.deepcopy``, plus a torch function mode for functional
-   calls such as ``F.relu`` inside ``forward``). With positive weights and activations nothing
-   cancels, so the gradient is ``> 0`` exactly on the support; float64 keeps the smallest path
-   weights far from underflow. It shows the holes dilation leaves ("gridding", Wang et al. 2018,
-   "Understanding Convolution for Semantic Segmentation"). See :class:`ReceptiveField` and
-   :func:`exact_receptive_field`.
-
-3. **Effective RF** (Luo, Li, Urtasun & Zemel 2016, "Understanding the Effective Receptive Field in
-   Deep Convolutional Neural Networks"): the mean absolute input gradient of one output pixel of the
-   *real* model over real images. It is roughly Gaussian and much smaller than the theoretical RF.
-   See :func:`effective_receptive_field`, :func:`erf_radius`, :func:`erf_rms_radius`.
+The exact RF of an output pixel is the set of input pixels joined to it by a path in the network
+(skips, ASPP branches, concatenations included). It is the non-zero set of the input gradient of a
+*linearised* copy: activations -> identity, max-pool -> average-pool, every convolution / linear
+weight -> a positive constant, biases -> 0, normalisation -> identity, dropout off (module
+replacement on a ``copy.deepcopy``, plus a torch function mode for functional calls such as
+``F.relu`` inside ``forward``). With positive weights and activations nothing cancels, so the
+gradient is ``> 0`` exactly on the support; float64 keeps the smallest path weights far from
+underflow. It shows the holes dilation leaves ("gridding", Wang et al. 2018, "Understanding
+Convolution for Semantic Segmentation"). See :class:`ReceptiveField` and :func:`exact_receptive_field`.
 
 Coordinates are ``(y, x)`` = (row, column) in pixels; boxes are ``(top, left, bottom, right)``
-with both ends included. Theoretical RFs ignore the image border (the analytic ones may start in
-the padding); exact RFs are clipped to the image because they are computed on it.
+with both ends included. Exact RFs are clipped to the image because they are computed on it.
 """
 
 from __future__ import annotations
@@ -40,21 +19,24 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from fractions import Fraction
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .analytic import (
+    _DROPOUT_MODULES,
+    _NORM_MODULES,
+    _POINTWISE_MODULES,
+    LayerSpec,
+    Pair,
+    _axis_output_size,
+    _pair,
+)
+
 __all__ = [
-    "LayerSpec",
-    "LayerRF",
-    "layer_spec",
-    "analytic_receptive_field",
-    "format_rf_table",
     "linearise",
     "LinearisedFunctions",
     "ReceptiveField",
@@ -62,340 +44,7 @@ __all__ = [
     "support_box",
     "support_size",
     "support_holes",
-    "effective_receptive_field",
-    "erf_radius",
-    "erf_rms_radius",
 ]
-
-Pair = tuple[int, int]
-
-_KINDS = ("conv", "pool", "transposed_conv", "upsample_nearest", "upsample_bilinear", "pointwise")
-
-
-def _pair(value, what: str, minimum: int = 0) -> Pair:
-    """``3 -> (3, 3)``, ``(3, 5) -> (3, 5)``; integers only, each >= ``minimum``."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2:
-        raise ValueError(f"{what} must be an int or a pair (h, w) for 2-D layers, got {value!r}")
-    out = []
-    for v in values:
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"{what} must be integer(s) >= {minimum}, got {value!r}")
-        out.append(v)
-    return out[0], out[1]
-
-
-# ----------------------------------------------------------------------------------------------
-# 1. Analytic receptive field of a chain
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer of a chain, as the recurrence sees it (2-D; ints or ``(h, w)`` pairs).
-
-    kind: ``"conv"`` (also 1x1 conv), ``"pool"`` (max / average pooling), ``"transposed_conv"``,
-    ``"upsample_nearest"``, ``"upsample_bilinear"`` (``align_corners=False``) or ``"pointwise"``
-    (ReLU, BatchNorm, dropout: RF unchanged). ``scale_factor`` is used by the upsampling kinds only,
-    ``output_padding`` by ``transposed_conv`` only, ``ceil_mode`` by ``pool`` only (output size).
-
-    Raises:
-        ValueError: unknown kind, or a size that is not a positive integer (padding >= 0).
-    """
-
-    kind: str = "conv"
-    kernel_size: int | Pair = 1
-    stride: int | Pair = 1
-    padding: int | Pair = 0
-    dilation: int | Pair = 1
-    name: str = ""
-    scale_factor: int | Pair = 1
-    output_padding: int | Pair = 0
-    ceil_mode: bool = False
-
-    def __post_init__(self):
-        if self.kind not in _KINDS:
-            raise ValueError(f"LayerSpec kind must be one of {_KINDS}, got {self.kind!r}")
-        for name, minimum in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1),
-                              ("scale_factor", 1), ("output_padding", 0)):
-            object.__setattr__(self, name, _pair(getattr(self, name), f"{self.name or self.kind}: {name}", minimum))
-
-
-@dataclass(frozen=True)
-class LayerRF:
-    """Receptive field after one layer of a chain (every size a ``(h, w)`` pair, in input pixels).
-
-    ``rf_size``: RF size (the largest over output pixels when upsampling makes it phase-dependent);
-    ``jump``: input pixels between neighbouring output pixels (the product of strides, divided by
-    upsampling factors); ``start``: first input pixel seen by output pixel ``(0, 0)`` (negative when
-    it lies in the zero padding; None when that pixel sees nothing); ``output_size``: the feature map
-    size when ``input_size`` was given, else None. :meth:`box` gives the RF box of any output pixel.
-    """
-
-    name: str
-    kind: str
-    kernel_size: Pair
-    stride: Pair
-    dilation: Pair
-    padding: Pair
-    scale_factor: Pair
-    rf_size: Pair
-    jump: tuple[float, float]
-    start: tuple[int | None, int | None]
-    output_size: Pair | None = None
-    _maps: tuple = field(default=(), repr=False, compare=False)
-
-    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
-        """RF box ``(top, left, bottom, right)`` (inclusive, input pixels) of output pixel ``(y, x)``.
-
-        Raises:
-            ValueError: the pixel sees no input (a transposed convolution with kernel < stride).
-        """
-        rows, cols = self._maps[0].interval(y), self._maps[1].interval(x)
-        if rows is None or cols is None:
-            raise ValueError(f"output pixel ({y}, {x}) of layer {self.name!r} sees no input pixel")
-        return rows[0], cols[0], rows[1], cols[1]
-
-
-class _AxisMap:
-    """Along one axis: output index ``o`` sees input pixels ``[lo(o), hi(o)]`` (or nothing).
-
-    Periodic-affine: ``lo(o + period) = lo(o) + shift``, so the jump is ``shift / period``. Plain
-    conv/pool chains have period 1; upsampling by ``s`` multiplies the period by ``s``.
-    """
-
-    def __init__(self, period: int, shift: int, lo: tuple, hi: tuple):
-        self.period, self.shift, self.lo, self.hi = period, shift, lo, hi
-
-    def interval(self, o: int) -> tuple[int, int] | None:
-        q, phase = divmod(o, self.period)
-        if self.lo[phase] is None:
-            return None
-        return self.lo[phase] + q * self.shift, self.hi[phase] + q * self.shift
-
-    @property
-    def jump(self) -> Fraction:
-        return Fraction(self.shift, self.period)
-
-    @property
-    def rf_size(self) -> int:
-        return max((h - l + 1 for l, h in zip(self.lo, self.hi) if l is not None), default=0)
-
-    def then(self, taps: Callable[[int], list[int]], a: int, b: int) -> _AxisMap:
-        """Map after a layer whose output ``o`` reads input indices ``taps(o)``, ``taps(o+a) = taps(o)+b``."""
-        period = a * self.period // math.gcd(b, self.period)
-        shift = self.shift * (period // a) * b // self.period
-        lo, hi = [], []
-        for o in range(period):
-            seen = [iv for i in taps(o) if (iv := self.interval(i)) is not None]
-            lo.append(min((iv[0] for iv in seen), default=None))
-            hi.append(max((iv[1] for iv in seen), default=None))
-        return _AxisMap(period, shift, tuple(lo), tuple(hi))._reduced()
-
-    def _reduced(self) -> _AxisMap:
-        """Same map with the smallest period (keeps periods small after up- then down-sampling)."""
-        for p in range(1, self.period):
-            if self.period % p or (self.shift * p) % self.period:
-                continue
-            step = self.shift * p // self.period
-            if all((self.lo[o] is None and self.lo[o - p] is None)
-                   or (self.lo[o] is not None and self.lo[o - p] is not None
-                       and self.lo[o] == self.lo[o - p] + step and self.hi[o] == self.hi[o - p] + step)
-                   for o in range(p, self.period)):
-                return _AxisMap(p, step, self.lo[:p], self.hi[:p])
-        return self
-
-
-def _axis_step(spec: LayerSpec, axis: int):
-    """``(taps, a, b)`` of one layer along one axis (see :meth:`_AxisMap.then`)."""
-    k, s, p, d = spec.kernel_size[axis], spec.stride[axis], spec.padding[axis], spec.dilation[axis]
-    f = spec.scale_factor[axis]
-    if spec.kind in ("conv", "pool"):
-        return (lambda o: [o * s - p + t * d for t in range(k)]), 1, s
-    if spec.kind == "transposed_conv":  # output o = i * s - p + t * d
-        return (lambda o: [(o + p - t * d) // s for t in range(k) if (o + p - t * d) % s == 0]), s, 1
-    if spec.kind == "upsample_nearest":
-        return (lambda o: [o // f]), f, 1
-    if spec.kind == "upsample_bilinear":  # source coordinate (o + 0.5) / f - 0.5 (align_corners=False)
-        def taps(o):
-            src = Fraction(2 * o + 1, 2 * f) - Fraction(1, 2)
-            i0 = math.floor(src)
-            return [i0] if src == i0 else [i0, i0 + 1]
-        return taps, f, 1
-    return (lambda o: [o]), 1, 1  # pointwise
-
-
-def _axis_output_size(spec: LayerSpec, axis: int, n: int) -> int:
-    """Feature map size after the layer (PyTorch's formulas), ``n`` = size before it."""
-    k, s, p, d = spec.kernel_size[axis], spec.stride[axis], spec.padding[axis], spec.dilation[axis]
-    if spec.kind in ("conv", "pool"):
-        span = n + 2 * p - d * (k - 1) - 1
-        if spec.kind == "pool" and spec.ceil_mode:
-            out = -(-span // s) + 1
-            if (out - 1) * s >= n + p:  # last window must start inside the input or left padding
-                out -= 1
-            return out
-        return span // s + 1
-    if spec.kind == "transposed_conv":
-        return (n - 1) * s - 2 * p + d * (k - 1) + spec.output_padding[axis] + 1
-    if spec.kind.startswith("upsample"):
-        return n * spec.scale_factor[axis]
-    return n
-
-
-_POINTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
-    nn.LogSigmoid, nn.Softsign, nn.Threshold, nn.Identity,
-)
-_NORM_MODULES = (
-    nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm,
-    nn.LayerNorm, nn.LocalResponseNorm,
-)
-_DROPOUT_MODULES = (nn.modules.dropout._DropoutNd,)
-
-
-def _upsample_spec(module: nn.Upsample, name: str) -> LayerSpec:
-    if module.scale_factor is None:
-        raise ValueError(f"{name}: Upsample(size=...) has no fixed scale factor; give scale_factor "
-                         "or use exact_receptive_field")
-    scale = _pair(module.scale_factor, f"{name}: scale_factor (integer factors only)", 1)
-    if module.mode in ("nearest", "nearest-exact"):
-        return LayerSpec("upsample_nearest", scale_factor=scale, name=name)
-    if module.mode == "bilinear" and not module.align_corners:
-        return LayerSpec("upsample_bilinear", scale_factor=scale, name=name)
-    raise ValueError(f"{name}: Upsample(mode={module.mode!r}, align_corners={module.align_corners}) "
-                     "is not translation-invariant or not 2-D linear; use exact_receptive_field")
-
-
-def layer_spec(module: nn.Module, name: str = "") -> LayerSpec:
-    """The :class:`LayerSpec` of one 2-D layer: Conv2d, ConvTranspose2d, Max/AvgPool2d, LPPool2d,
-    Upsample (integer ``scale_factor``; nearest, or bilinear with ``align_corners=False``) and
-    pointwise layers (activations, normalisation, dropout, Identity).
-
-    Raises:
-        ValueError: any other module (blocks with skips, global pooling, Linear, Flatten, 1-D/3-D
-            layers): the recurrence applies to chains of such layers only -- use
-            :func:`exact_receptive_field` for the rest.
-    """
-    label = name or type(module).__name__
-    if isinstance(module, nn.ConvTranspose2d):
-        return LayerSpec("transposed_conv", module.kernel_size, module.stride, module.padding,
-                         module.dilation, name, output_padding=module.output_padding)
-    if isinstance(module, nn.Conv2d):
-        padding = module.padding
-        if isinstance(padding, str):  # "valid" or "same" (stride 1); PyTorch puts the odd pixel right
-            total = [d * (k - 1) for k, d in zip(module.kernel_size, module.dilation)]
-            if padding == "same" and any(t % 2 for t in total):
-                raise ValueError(f"{label}: padding='same' with an even kernel pads asymmetrically; "
-                                 "use exact_receptive_field")
-            padding = (0, 0) if padding == "valid" else tuple(t // 2 for t in total)
-        return LayerSpec("conv", module.kernel_size, module.stride, padding, module.dilation, name)
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)):
-        stride = module.stride if module.stride is not None else module.kernel_size
-        return LayerSpec("pool", module.kernel_size, stride, getattr(module, "padding", 0),
-                         getattr(module, "dilation", 1), name, ceil_mode=module.ceil_mode)
-    if isinstance(module, nn.Upsample):
-        return _upsample_spec(module, label)
-    if isinstance(module, _POINTWISE_MODULES + _NORM_MODULES + _DROPOUT_MODULES):
-        return LayerSpec("pointwise", name=name)
-    raise ValueError(f"{label}: cannot use {type(module).__name__} in the analytic recurrence, which "
-                     "covers chains of Conv2d / ConvTranspose2d / pooling / Upsample / pointwise layers; "
-                     "use exact_receptive_field(model, input_size) for any other model")
-
-
-def _flatten(item, prefix: str = ""):
-    """Yield ``(name, module_or_spec)`` leaves of nested Sequential / ModuleList / lists."""
-    if isinstance(item, (nn.Sequential, nn.ModuleList)):
-        for child_name, child in item.named_children():
-            yield from _flatten(child, f"{prefix}.{child_name}" if prefix else child_name)
-    elif isinstance(item, (nn.Module, LayerSpec, Mapping)):
-        yield prefix, item
-    elif isinstance(item, Iterable) and not isinstance(item, (str, bytes)):
-        for i, child in enumerate(item):
-            if isinstance(child, tuple) and len(child) == 2 and isinstance(child[0], str):
-                child_name, child = child
-            else:
-                child_name = str(i)
-            yield from _flatten(child, f"{prefix}.{child_name}" if prefix else child_name)
-    else:
-        raise ValueError(f"{prefix or 'layers'}: expected an nn.Module, a LayerSpec or a dict of "
-                         f"LayerSpec fields, got {type(item).__name__}")
-
-
-def analytic_receptive_field(layers, input_size: int | Pair | None = None) -> list[LayerRF]:
-    """Theoretical receptive field after every layer of a chain (Araujo et al. 2019, Distill).
-
-    Args:
-        layers: an ``nn.Sequential`` / ``nn.ModuleList`` (nested ones are flattened, names dotted,
-            e.g. ``torchvision.models.vgg16().features``), or a list of modules, :class:`LayerSpec`,
-            dicts of LayerSpec fields, or ``(name, item)`` pairs.
-        input_size: ``H`` or ``(H, W)``; when given, each row also holds the feature map size.
-
-    Returns:
-        One :class:`LayerRF` per layer, in order (``result[i]`` is the RF *after* layer ``i``).
-        Sizes, jumps and starts are in input pixels. For conv/pool chains this is the recurrence
-        ``r += (k-1)*d*j; j *= s; start -= p*j``. Upsampling (``ConvTranspose2d``, ``Upsample``)
-        divides the jump; the RF interval of each output phase is tracked exactly (ignoring the
-        image border), so :meth:`LayerRF.box` equals the bounding box of the exact support of an
-        interior pixel, and ``rf_size`` is the largest over phases.
-
-    Raises:
-        ValueError: a layer outside the chain vocabulary (see :func:`layer_spec`), bad sizes, or a
-            feature map that shrinks below one pixel for ``input_size``.
-    """
-    size = _pair(input_size, "input_size", 1) if input_size is not None else None
-    maps = (_AxisMap(1, 1, (0,), (0,)), _AxisMap(1, 1, (0,), (0,)))
-    result = []
-    for name, item in _flatten(layers):
-        if isinstance(item, nn.Module):
-            spec = layer_spec(item, name)
-        else:
-            spec = item if isinstance(item, LayerSpec) else LayerSpec(**{"name": name, **item})
-        name = spec.name or name
-        maps = tuple(m.then(*_axis_step(spec, axis)) for axis, m in enumerate(maps))
-        if size is not None:
-            size = tuple(_axis_output_size(spec, axis, n) for axis, n in enumerate(size))
-            if min(size) < 1:
-                raise ValueError(f"layer {name!r} ({spec.kind}) gives a feature map of size {size} for "
-                                 f"input_size={input_size}; use a larger input")
-        starts = tuple(None if m.lo[0] is None else m.lo[0] for m in maps)
-        result.append(LayerRF(name, spec.kind, spec.kernel_size, spec.stride, spec.dilation, spec.padding,
-                              spec.scale_factor, (maps[0].rf_size, maps[1].rf_size),
-                              (float(maps[0].jump), float(maps[1].jump)), starts, size, maps))
-    return result
-
-
-def _cell(pair) -> str:
-    if pair is None:
-        return "-"
-    a, b = (f"{v:g}" if isinstance(v, float) else str(v) for v in pair)
-    return a if a == b else f"{a}x{b}"
-
-
-def format_rf_table(rfs: Sequence[LayerRF]) -> str:
-    """Plain-text table of :func:`analytic_receptive_field` rows (``"3x5"`` when h != w).
-
-    Columns: layer, kind, kernel, stride (``1/f`` for upsampling), dilation, padding, out (feature
-    map size, if known), rf, jump, start.
-    """
-    header = ("layer", "kind", "kernel", "stride", "dilation", "padding", "out", "rf", "jump", "start")
-    rows = [header]
-    for rf in rfs:
-        upsample = rf.kind.startswith("upsample")
-        stride = "1/" + _cell(rf.scale_factor) if upsample else _cell(rf.stride)
-        rows.append((rf.name, rf.kind, "-" if upsample else _cell(rf.kernel_size), stride,
-                     _cell(rf.dilation), _cell(rf.padding), _cell(rf.output_size), _cell(rf.rf_size),
-                     _cell(rf.jump), _cell(rf.start)))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-# ----------------------------------------------------------------------------------------------
-# 2. Exact theoretical receptive field: gradient support of a linearised copy
-# ----------------------------------------------------------------------------------------------
 
 
 def _no_indices():
@@ -929,122 +578,3 @@ def support_holes(mask: torch.Tensor) -> int:
     """Pixels inside the bounding box that are *not* in the RF (0 = a filled rectangle; >0 = gridding)."""
     top, left, bottom, right = support_box(mask)
     return int((~mask.bool()[top:bottom + 1, left:right + 1]).sum())
-
-
-# ----------------------------------------------------------------------------------------------
-# 3. Effective receptive field
-# ----------------------------------------------------------------------------------------------
-
-
-def _batches(images, batch_size: int):
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-        yield from images.split(batch_size)
-        return
-    for batch in images:
-        if isinstance(batch, (tuple, list)):  # (image, mask) from a DataLoader
-            batch = batch[0]
-        if not isinstance(batch, torch.Tensor) or batch.dim() not in (3, 4):
-            raise ValueError("images must be a (N, C, H, W) tensor or an iterable of (C, H, W) / "
-                             "(N, C, H, W) tensors or (image, mask) batches")
-        yield batch if batch.dim() == 4 else batch.unsqueeze(0)
-
-
-def effective_receptive_field(model: nn.Module, images, output_pixel: Pair | None = None, *,
-                              layer: str | None = None, output_fn: Callable | None = None,
-                              channel: int | None = None, batch_size: int = 16) -> torch.Tensor:
-    """Effective receptive field (Luo et al. 2016): mean ``|d out / d input|`` over real images.
-
-    For each image, back-propagates ``sum_c out[c, y, x]`` (or ``out[channel, y, x]``) of the model in
-    eval mode (or of module ``layer``'s output) to the input, takes the absolute gradient summed over
-    input channels, and averages over images. Departs from the paper: the paper back-propagates a
-    single unit; summing over class logits is the default here (pick one with ``channel``).
-
-    Args:
-        model: any ``nn.Module``; its train/eval flags are restored and no ``.grad`` is written.
-        images: ``(N, C, H, W)`` float tensor (normalised as the model expects), or an iterable of
-            such batches / ``(C, H, W)`` tensors / ``(image, mask)`` pairs (e.g. a DataLoader). All
-            images must share ``H, W``.
-        output_pixel: ``(y, x)`` in the output map's coordinates; None = its centre.
-        layer, output_fn: as in :class:`ReceptiveField`.
-        channel: output channel to back-propagate; None = sum over channels.
-        batch_size: images per backward pass when ``images`` is one tensor.
-
-    Returns:
-        ``(H, W)`` float64 tensor on the CPU, >= 0 (gradient magnitude per input pixel; not normalised).
-
-    Raises:
-        ValueError: no images, images of different sizes, bad output_pixel or output.
-    """
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    total, count, size = None, 0, None
-    try:
-        for batch in _batches(images, batch_size):
-            if size is None:
-                size = tuple(batch.shape[-2:])
-            elif tuple(batch.shape[-2:]) != size:
-                raise ValueError(f"all images must have the same size for an ERF; got {size} and "
-                                 f"{tuple(batch.shape[-2:])} (crop or resize them)")
-            x = batch.to(device=device, dtype=dtype).requires_grad_(True)
-            with torch.enable_grad():
-                out = _layer_output(model, x, layer, output_fn)
-                y, x_ = _check_pixel(output_pixel, out.shape[2:],
-                                     f"output map of layer {layer!r}" if layer else "model output")
-                picked = out[:, :, y, x_] if channel is None else out[:, channel, y, x_]
-                (grad,) = torch.autograd.grad(picked.sum(), x)  # images are independent in eval mode
-            part = grad.detach().abs().sum(1).sum(0).double().cpu()  # (H, W)
-            total = part if total is None else total + part
-            count += batch.shape[0]
-    finally:
-        for module, training in flags.items():
-            module.training = training
-    if count == 0:
-        raise ValueError("no images given")
-    return total / count
-
-
-def _erf_weights(erf: torch.Tensor, center):
-    if not isinstance(erf, torch.Tensor) or erf.dim() != 2:
-        raise ValueError(f"erf must be a (H, W) tensor, got {getattr(erf, 'shape', type(erf).__name__)}")
-    w = erf.detach().double().cpu()
-    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("erf must be finite, non-negative and not all zero")
-    ys, xs = torch.meshgrid(torch.arange(w.shape[0], dtype=torch.float64),
-                            torch.arange(w.shape[1], dtype=torch.float64), indexing="ij")
-    if center is None:
-        center = (float((w * ys).sum() / w.sum()), float((w * xs).sum() / w.sum()))
-    dist = torch.sqrt((ys - center[0]) ** 2 + (xs - center[1]) ** 2)
-    return w.flatten(), dist.flatten()
-
-
-def erf_radius(erf: torch.Tensor, fraction: float = 0.95, center: tuple[float, float] | None = None) -> float:
-    """Radius (pixels) of the smallest disc around ``center`` that holds ``fraction`` of the ERF mass.
-
-    Distances are between pixel centres. ``center`` is ``(y, x)`` in input pixels -- for a model
-    whose output has the input's resolution pass the output pixel itself; None = the ERF's centre
-    of mass. Compare with the theoretical half-width ``(rf_size - 1) / 2``.
-
-    Raises:
-        ValueError: ``fraction`` outside (0, 1], or an erf that is not a non-negative ``(H, W)`` map.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    w, dist = _erf_weights(erf, center)
-    order = torch.argsort(dist)
-    mass = torch.cumsum(w[order], 0)
-    index = int(torch.searchsorted(mass, (fraction - 1e-6) * mass[-1]))  # tolerance: float32 maps
-    return float(dist[order][min(index, len(order) - 1)])
-
-
-def erf_rms_radius(erf: torch.Tensor, center: tuple[float, float] | None = None) -> float:
-    """Root-mean-square distance (pixels) of the ERF mass from ``center`` (None = centre of mass).
-
-    For an isotropic Gaussian ERF of standard deviation ``sigma`` this is ``sigma * sqrt(2)``.
-    """
-    w, dist = _erf_weights(erf, center)
-    return float(torch.sqrt((w * dist ** 2).sum() / w.sum()))
