@@ -285,11 +285,13 @@ def main(argv: list[str] | None = None) -> None:
     throughput = device.type == "cuda" or args.throughput
     machine = machine_description(device)
     started = datetime.datetime.now()
+    load_before = os.getloadavg()
     rows = benchmark(names, device, sizes, args.runs, throughput)
+    load = f"1-min load average {load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     table = to_markdown(rows, sizes, throughput)
     stamp = started.strftime("%Y-%m-%d")
     title = f"# seglab.models benchmark, {stamp} ({device.type}{', quick' if args.quick else ''})"
-    notes = (f"Machine: {machine}.\n\nGFLOPs: FlopCounterMode at 1×3×256×256, a multiply-add counted as 2 FLOPs. "
+    notes = (f"Machine: {machine}; {load} (timings are only comparable within a run on a quiet machine).\n\nGFLOPs: FlopCounterMode at 1×3×256×256, a multiply-add counted as 2 FLOPs. "
              f"Forward: batch 1, eval, inference_mode, median of {args.runs} runs after a warm-up. Train step: batch "
              f"{TRAIN_BATCH}, {TRAIN_SIZE}², cross-entropy + SGD momentum, first step of a fresh model; peak = "
              + ("VmHWM - VmRSS before the step, fresh subprocess per model (CPU)" if device.type == "cpu"
@@ -298,10 +300,11 @@ def main(argv: list[str] | None = None) -> None:
     markdown = f"{title}\n\n{notes}\n\n{table}\n"
     print(markdown)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"models_{stamp}_{device.type}{'_quick' if args.quick else ''}"
+    subset = "_quick" if args.quick else "_subset" if args.models else ""
+    stem = args.out / f"models_{stamp}_{device.type}{subset}"
     stem.with_suffix(".md").write_text(markdown)
     stem.with_suffix(".json").write_text(json.dumps(
-        {"date": started.isoformat(timespec="seconds"), "device": device.type, "machine": machine,
+        {"date": started.isoformat(timespec="seconds"), "device": device.type, "machine": machine, "load": load,
          "num_classes": NUM_CLASSES, "sizes": sizes, "runs": args.runs, "rows": rows}, indent=2))
     print(f"saved {stem}.md and {stem}.json", file=sys.stderr)
 

@@ -16,7 +16,8 @@ in a notebook; the browser adds the PNG transfer, a few ms locally). Two columns
   This is also the cost of a redraw with Output + pyplot, minus pyplot's own overhead.
 
 The target is a redraw under about 0.5 s at 256×256 on the 2-core CPU. The load average of the
-machine is printed: on a shared machine timings vary by 2× or more.
+machine is printed, and two reference rows (a U-Net forward pass, a one-imshow figure rendered to
+PNG) are timed in the same run: on a shared machine every row scales with them.
 
 Results: a table on stdout and ``benchmarks/results/widgets_<date>.md``.
 """
@@ -31,6 +32,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from seglab import widgets  # noqa: E402
+from seglab import viz, widgets  # noqa: E402
 from seglab.data.synthetic import SyntheticShapes  # noqa: E402
 from seglab.models import build_model  # noqa: E402
 
@@ -55,6 +57,20 @@ def measure(explorer, control, values) -> list[float]:
             raise RuntimeError(f"{type(explorer).__name__}: {explorer.error}")
         times.append(explorer.redraw_seconds)
     return times
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _simple_png(image) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 4), dpi=viz.DPI)
+    fig.subplots().imshow(image)
+    return viz.figure_to_png(fig)
 
 
 def row(rows, name, control, cold, warm) -> None:
@@ -77,6 +93,17 @@ def main() -> None:
     unet = build_model("unet", ds.num_classes, base_channels=args.base_channels).eval()
     unet_noskip = build_model("unet", ds.num_classes, base_channels=args.base_channels, skip_connections=False).eval()
     rows: list[tuple] = []
+
+    # Reference work in the same run, to read the rows on a busy machine: a U-Net forward pass and the
+    # simplest figure (one imshow) rendered to PNG.
+    x = widgets._as_batch(items[0][0])
+    with torch.no_grad():
+        forward = [_timed(lambda: unet(x)) for _ in range(n)]
+    rows.append(("reference", f"U-Net forward, 1×3×{size}×{size}", "-", f"{1000 * statistics.median(forward):.0f}",
+                 f"{1000 * max(forward):.0f}", n))
+    png = [_timed(lambda: _simple_png(items[0][0])) for _ in range(n)]
+    rows.append(("reference", "one-imshow figure to PNG", "-", f"{1000 * statistics.median(png):.0f}",
+                 f"{1000 * max(png):.0f}", n))
 
     ex = widgets.DilationExplorer((1, 2, 3))
     values = [2, 3, 4, 5, 6, 7, 8][:n]

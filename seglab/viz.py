@@ -142,7 +142,8 @@ def _check_same_size(mask: np.ndarray, pred: np.ndarray) -> None:
         )
 
 
-def to_rgb(image, mean: Sequence[float] | None = IMAGENET_MEAN, std: Sequence[float] | None = IMAGENET_STD) -> np.ndarray:
+def to_rgb(image, mean: Sequence[float] | None = IMAGENET_MEAN,
+           std: Sequence[float] | None = IMAGENET_STD) -> np.ndarray:
     """Displayable ``(H, W, 3)`` uint8 RGB from any image layout used in seglab.
 
     Accepts ``(H, W, 3)`` or ``(H, W)`` uint8 (a dataset without transform) and ``(3, H, W)`` or
@@ -310,7 +311,7 @@ def show_mask(image, mask, classes: Sequence[str], colors, *, ignore_index: int 
     Args: see ``colorize`` / ``to_rgb``; ``classes`` are the K class names.
     """
     rgb, m = to_rgb(image), _as_mask(mask)
-    fig = _figure(9.0, 3.0 * _aspect(m) + 1.2)
+    fig = _figure(9.0, 3.0 * _aspect(m) + 0.9)
     axes = fig.subplots(1, 3)
     _image_axis(axes[0], rgb, "image")
     _image_axis(axes[1], colorize(m, colors, ignore_index), "ground truth")
@@ -396,7 +397,8 @@ def show_receptive_field(image, pixel: tuple[int, int], *, erf=None, support=Non
     ncols = 2 if erf is not None else 1
     fig = _figure(4.2 * ncols + (0.8 if erf is not None else 0), 4.2 * h / w + 1.3)
     axes = np.atleast_1d(fig.subplots(1, ncols))
-    handles = [Line2D([], [], color="red", marker="x", ls="none", markersize=9, mew=2, label=f"output pixel {tuple(pixel)}")]
+    handles = [Line2D([], [], color="red", marker="x", ls="none", markersize=9, mew=2,
+                      label=f"output pixel {tuple(pixel)}")]
 
     def draw_rf(ax):
         if box is not None:
@@ -458,9 +460,10 @@ def dilation_coverage(atrous_rates: Sequence[int], kernel_size: int = 3, ndim: i
     Layer ``i`` is a ``kernel_size``-wide convolution with dilation ``atrous_rates[i]``, stride 1
     (Yu & Koltun 2016). The count at an offset is the number of paths through the stack from that
     input pixel to the output pixel (the convolution of the layers' dilated all-ones kernels). A
-    zero inside the span is a *hole*: that pixel never influences the output. Stacking equal rates
-    > 1 leaves a regular pattern of holes ("gridding"); rates without a common factor, such as
-    the hybrid dilated convolution (HDC) pattern ``(1, 2, 3)`` of Wang et al. 2018, leave none.
+    zero inside the span is a *hole*: that pixel never influences the output. Rates with a common
+    factor > 1, e.g. ``(2, 2, 2)``, leave a regular pattern of holes ("gridding"); hybrid dilated
+    convolution (HDC, Wang et al. 2018) picks rates such as ``(1, 2, 3)`` whose gaps the other
+    layers fill, and leaves none (coprime rates alone are not enough: ``(2, 3)`` has holes).
 
     Args:
         atrous_rates: dilation of each layer, first layer first.
@@ -584,7 +587,7 @@ def compare_predictions(image, mask, preds: Mapping[str, object], classes: Seque
     for p in named.values():
         _check_same_size(m, p)
     ncols, nrows = 2 + len(named), 2 if show_errors else 1
-    fig = _figure(2.6 * ncols, 2.45 * _aspect(m) * nrows + 0.35 * nrows + 0.8)
+    fig = _figure(2.6 * ncols, 2.45 * _aspect(m) * nrows + 0.45 * nrows + 1.1)
     axes = np.atleast_2d(fig.subplots(nrows, ncols))
     _image_axis(axes[0, 0], rgb, "image")
     _image_axis(axes[0, 1], colorize(m, colors, ignore_index), "ground truth")
@@ -750,7 +753,8 @@ def plot_history(histories, *, show_lr: bool = False, title: str | None = None) 
     axes[0].set(title="loss", xlabel="epoch", ylabel="cross-entropy per pixel")
     axes[1].set(title="mean IoU (validation)", xlabel="epoch", ylabel="mIoU (%)")
     axes[1].margins(y=0.12)
-    style = [Line2D([], [], color="0.3", ls="-", label="train"), Line2D([], [], color="0.3", ls="--", label="validation"),
+    style = [Line2D([], [], color="0.3", ls="-", label="train"),
+             Line2D([], [], color="0.3", ls="--", label="validation"),
              Line2D([], [], color="0.3", marker="*", ls="none", ms=11, label="best epoch")]
     axes[0].legend(handles=style[:2], frameon=False, fontsize=9)
     if len(runs) > 1:
@@ -845,6 +849,6 @@ def plot_confusion_matrix(confusion_matrix, classes: Sequence[str], *, normalize
     ax.set_yticks(np.arange(k), classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
-    ax.set_title(title or ("confusion matrix, rows normalised (diagonal = recall)" if normalize else "confusion matrix"),
-                 fontsize=10)
+    default = "confusion matrix, rows normalised (diagonal = recall)" if normalize else "confusion matrix"
+    ax.set_title(title or default, fontsize=10)
     return fig

@@ -113,9 +113,11 @@ class DilationExplorer(_FigureView):
                               description=f"rate {i + 1}", continuous_update=False)
             for i in range(max_layers)
         ]
-        self.show_reference = widgets.Checkbox(reference is not None, description=f"compare with rates {tuple(reference or ())}",
+        self.show_reference = widgets.Checkbox(reference is not None,
+                                               description=f"compare with rates {tuple(reference or ())}",
                                                disabled=reference is None, style=_WIDE)
-        super().__init__([widgets.HBox([self.num_layers, self.show_reference]), widgets.HBox(self.rates)])
+        rates = widgets.HBox(self.rates, layout=widgets.Layout(flex_flow="row wrap"))
+        super().__init__([widgets.HBox([self.num_layers, self.show_reference]), rates])
         self._watch(self.num_layers, self.show_reference, *self.rates)
         self.redraw()
 
@@ -164,7 +166,8 @@ def _predict(model, image, device) -> dict:
         else:
             feats, logits = {}, model(x)
     if logits.shape[-2:] != x.shape[-2:]:
-        raise ValueError(f"model returned logits of size {tuple(logits.shape[-2:])} for an input of {tuple(x.shape[-2:])}: "
+        raise ValueError(f"model returned logits of size {tuple(logits.shape[-2:])} for an input of "
+                         f"{tuple(x.shape[-2:])}: "
                          "models must return (N, K, H, W) logits at input resolution")
     return {"pred": logits[0].argmax(0).cpu().numpy(), "features": {k: v[0].cpu() for k, v in feats.items()}}
 
@@ -358,8 +361,8 @@ class ReceptiveFieldExplorer(_FigureView):
 
     Uses ``seglab.receptive_field``: ``ReceptiveField`` for the theoretical RF (it depends on the
     architecture only, so it is computed once, from the first model) and
-    ``effective_receptive_field`` for the ERF of the selected weights (Luo et al. 2016), cached per
-    (weights, layer, pixel).
+    ``effective_receptive_field`` for the ERF of the selected weights (Luo et al. 2016); both are
+    cached per (weights, layer, output pixel).
 
     Args:
         models: a model, or ``{label: model}`` of one architecture with different weights, e.g.
@@ -394,9 +397,11 @@ class ReceptiveFieldExplorer(_FigureView):
         layers = list(layers) if layers is not None else self._default_layers(first, names)
         unknown = [name for name in layers if name not in names]
         if unknown:
-            raise ValueError(f"layers {unknown} are not modules of the model; see [n for n, _ in model.named_modules()]")
+            raise ValueError(f"layers {unknown} are not modules of the model; "
+                             "see [n for n, _ in model.named_modules()]")
         self._support_rf = rfm.ReceptiveField(first, (h, w))
         self._erfs: dict = {}
+        self._supports: dict = {}
         options = [(name or "output (logits)", name) for name in layers]
         self.layer = widgets.Dropdown(options=options, value=options[-1][1], description="layer")
         y, x = pixel if pixel is not None else (h // 2, w // 2)
@@ -448,7 +453,9 @@ class ReceptiveFieldExplorer(_FigureView):
 
     def _draw(self):
         layer, pix, centre, (_, lh, lw) = self._layer_pixel()
-        support = self._support_rf.support(pix, layer=layer)
+        if (layer, pix) not in self._supports:  # depends on the architecture only, not the weights
+            self._supports[(layer, pix)] = self._support_rf.support(pix, layer=layer)
+        support = self._supports[(layer, pix)]
         self._last = {"support": support, "erf": self.erf(), "centre": centre, "pixel": pix, "map": (lh, lw)}
         name = self.layer.value or "output"
         title = f"{self.weights.value} weights · {name} · pixel {pix} of its {lh}×{lw} map"
@@ -459,7 +466,8 @@ class ReceptiveFieldExplorer(_FigureView):
         rfm, last = self._rfm, self._last
         th, tw = rfm.support_size(last["support"])
         radius = rfm.erf_radius(last["erf"], 0.95) if float(last["erf"].sum()) > 0 else float("nan")
-        return (f"theoretical RF {th}×{tw} px ({int(last['support'].sum())} px, {rfm.support_holes(last['support'])} holes); "
+        pixels, holes = int(last["support"].sum()), rfm.support_holes(last["support"])
+        return (f"theoretical RF {th}×{tw} px ({pixels} px, {holes} holes); "
                 f"95% of the ERF lies within {radius:.1f} px of its centre")
 
 
@@ -510,7 +518,8 @@ class TrainingMonitor(_FigureView):
     def _status(self) -> str:
         r = self.history[-1]
         parts = [f"epoch {r.get('epoch')}"]
-        for key, fmt in (("train_loss", "train loss {:.4f}"), ("val_loss", "val loss {:.4f}"), ("val_mIoU", "val mIoU {:.1%}"),
+        for key, fmt in (("train_loss", "train loss {:.4f}"), ("val_loss", "val loss {:.4f}"),
+                         ("val_mIoU", "val mIoU {:.1%}"),
                          ("seconds", "{:.1f} s"), ("images_per_s", "{:.1f} img/s")):
             if r.get(key) is not None:
                 parts.append(fmt.format(r[key]))

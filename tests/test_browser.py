@@ -58,22 +58,26 @@ rf = widgets.ReceptiveFieldExplorer({"untrained": unet, "no skips": unet_noskip}
 rf""",
     """\
 image, mask = items[1]
-skips = widgets.SkipExplorer(image, mask, {"U-Net": unet, "U-Net without skips": unet_noskip},
-                             ds.classes, ds.colors)
+coarse = mask[8::16, 8::16].repeat(16, 0).repeat(16, 1)  # ground truth sampled at stride 16: a stand-in for FCN-32s
+skips = widgets.SkipExplorer(image, mask, {"U-Net (untrained)": unet, "no skips (untrained)": unet_noskip,
+                                           "GT at stride 16": coarse}, ds.classes, ds.colors)
 skips""",
     """\
 browser = widgets.PredictionBrowser([im for im, _ in items], [m for _, m in items], model=unet,
                                     classes=ds.classes, colors=ds.colors)
 browser""",
     """\
+import time
+from IPython.display import display
 monitor = widgets.TrainingMonitor(classes=ds.classes)
+display(monitor)
 history = []
 for epoch in range(1, 6):
+    time.sleep(1.0)  # stands in for one epoch of seglab.engine.fit(config, callbacks=[monitor])
     history.append({"epoch": epoch, "train_loss": 1.2 / epoch, "val_loss": 1.3 / epoch ** 0.8, "lr": 1e-3,
                     "val_mIoU": 0.7 * (1 - 0.6 ** epoch), "val_iou_per_class": [0.9, 0.5, 0.6, 0.4],
                     "val_pixel_accuracy": 0.9, "seconds": 3.0, "images_per_s": 40.0})
-    monitor(history[-1], history)
-monitor""",
+    monitor(history[-1], history)""",
     """\
 runs = pathlib.Path(tempfile.mkdtemp())
 for name, scale in [("unet", 1.0), ("fcn8s", 0.8)]:
@@ -161,7 +165,8 @@ def jupyterlab(tmp_path):
         deadline = time.monotonic() + 60
         while True:
             if server.poll() is not None:
-                pytest.fail(f"JupyterLab exited with {server.returncode}:\n{(tmp_path / 'jupyterlab.log').read_text()[-3000:]}")
+                log_text = (tmp_path / "jupyterlab.log").read_text()[-3000:]
+                pytest.fail(f"JupyterLab exited with {server.returncode}:\n{log_text}")
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as response:
                     if response.status == 200:
@@ -218,9 +223,20 @@ def test_widgets_render_and_respond_in_jupyterlab(jupyterlab, tmp_path):
             page.locator(".jp-StatusBar-TextItem", has_text="seglab (test) | Idle").first.wait_for()
             page.locator(".lm-MenuBar-item", has_text="Run").first.click()
             page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+            # the monitor redraws while its cell still runs (one picture per "epoch", 1 s apart)
+            seen: dict[str, float] = {}
+            deadline = time.monotonic() + 120
+            while len(seen) < 5 and time.monotonic() < deadline:
+                src = page.evaluate("() => document.querySelector('.seglab-TrainingMonitor img')?.src || ''")
+                if src and src not in seen:
+                    seen[src] = time.monotonic()
+                page.wait_for_timeout(100)
+            assert len(seen) == 5, f"the training monitor showed {len(seen)} of 5 epochs"
+            assert max(seen.values()) - min(seen.values()) > 2.5, "the monitor did not update live"
             for explorer in EXPLORERS:  # every explorer drew its first picture
                 page.wait_for_function(
-                    "sel => { const img = document.querySelector(sel); return img && img.complete && img.naturalWidth > 0; }",
+                    "sel => { const img = document.querySelector(sel);"
+                    " return img && img.complete && img.naturalWidth > 0; }",
                     arg=f".seglab-{explorer} img", timeout=90_000, polling=250,  # "raf" polling stalls headless
                 )
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
@@ -241,7 +257,8 @@ def test_widgets_render_and_respond_in_jupyterlab(jupyterlab, tmp_path):
             old = _image_src(page, "PredictionBrowser")
             _press_slider(page, "PredictionBrowser", 0)  # image 0 -> 1 (the model runs in the kernel)
             _wait_new_src(page, "PredictionBrowser", old)
-            assert "image 1 (2 of 6)" in page.locator(".seglab-PredictionBrowser .widget-html-content").first.inner_text()
+            status = page.locator(".seglab-PredictionBrowser .widget-html-content").first.inner_text()
+            assert "image 1 (2 of 6)" in status
 
             page.screenshot(path=str(shots / "jupyterlab.png"))
             for explorer in EXPLORERS:

@@ -152,7 +152,8 @@ def test_show_mask_and_predictions_render_with_scores(sample):
     assert "wrong pixel" in texts and "ignored (255)" in texts
     assert len(fig.axes) == 8
     assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
-    assert len(viz.show_predictions(images, masks, preds, CLASSES, COLORS, max_images=1).axes) == 4
+    fig = viz.show_predictions(images[1:], masks[1:], preds[1:], CLASSES, COLORS, indices=[7])
+    assert len(fig.axes) == 4 and "#7\nmIoU 100.0%" in _texts(fig)
     with pytest.raises(ValueError, match="equal numbers"):
         viz.show_predictions(images, masks[:1], preds, CLASSES, COLORS)
 
@@ -208,7 +209,8 @@ def test_dilation_coverage_matches_real_dilated_convolutions(rates):
     np.testing.assert_array_equal(counts, _coverage_by_convolution(rates))
     assert counts.shape == (1 + 2 * sum(rates),) * 2
     assert counts.sum() == 9 ** len(rates)  # every path of the stack counted once
-    np.testing.assert_array_equal(counts, np.outer(viz.dilation_coverage(rates, ndim=1), viz.dilation_coverage(rates, ndim=1)))
+    row = viz.dilation_coverage(rates, ndim=1)
+    np.testing.assert_array_equal(counts, np.outer(row, row))
 
 
 def test_dilation_coverage_shows_gridding_and_hdc():
@@ -216,6 +218,7 @@ def test_dilation_coverage_shows_gridding_and_hdc():
     assert (gridding[1::2, :] == 0).all() and (gridding[:, 1::2] == 0).all()
     assert (gridding == 0).mean() == pytest.approx(1 - (7 / 13) ** 2)
     assert (viz.dilation_coverage((1, 2, 3)) > 0).all()
+    np.testing.assert_array_equal(np.nonzero(viz.dilation_coverage((2, 3), ndim=1) == 0)[0], [1, 9])  # coprime, holes
     np.testing.assert_array_equal(viz.dilation_coverage((2,), kernel_size=5, ndim=1), [1, 0, 1, 0, 1, 0, 1, 0, 1])
     with pytest.raises(ValueError, match=">= 1"):
         viz.dilation_coverage((0, 1))
@@ -261,7 +264,8 @@ def test_show_feature_maps_modes():
     assert "8 ch, 16×16, 1/4" in texts and "4 ch, 32×32, 1/2" in texts
     panel = fig.axes[0].images[0].get_array()
     expected = feats["enc"][0].abs().mean(0).numpy()
-    np.testing.assert_allclose(panel, (expected - expected.min()) / (expected.max() - expected.min()), rtol=1e-5, atol=1e-6)
+    scaled = (expected - expected.min()) / (expected.max() - expected.min())
+    np.testing.assert_allclose(panel, scaled, rtol=1e-5, atol=1e-6)
     fig = viz.show_feature_maps(feats, mode="channels", num_channels=6)
     assert sum(bool(ax.images) for ax in fig.axes) == 6 + 4  # 'dec' has only 4 channels
     with pytest.raises(ValueError, match="mode"):

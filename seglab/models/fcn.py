@@ -90,7 +90,8 @@ class FCN(nn.Module):
     Differences from the paper: "same" padding + pad-to-32 + crop instead of ``pad=100`` on conv1_1 and the
     Caffe crop layers; upsampling padding ``f/2`` instead of crop offsets; trained end to end in one stage
     (the paper also trains FCN-16s/8s from the coarser net; the zero-initialised skip scores make the
-    initial 16s/8s net behave like the coarser one). No softmax inside.
+    initial 16s/8s net behave like the coarser one); ResNet backbones are not in the paper (AlexNet, VGG16,
+    GoogLeNet are). No softmax inside.
     """
 
     def __init__(
