@@ -6,6 +6,7 @@ Usage::
     python benchmarks/widgets.py                       # 256×256, U-Net base_channels=16, 5 repeats
     python benchmarks/widgets.py --base-channels 64    # the paper's U-Net width (slower gradients)
     python benchmarks/widgets.py --size 128 --repeats 3
+    python benchmarks/widgets.py --threads 1           # steadier when other jobs share the CPU
 
 Each row sets one control to new values ``--repeats`` times, without a display (the same code runs
 in a notebook; the browser adds the PNG transfer, a few ms locally). Two columns per row:
@@ -84,8 +85,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument("--base-channels", type=int, default=16, help="U-Net width (default 16; paper 64)")
     parser.add_argument("--repeats", type=int, default=5, help="changes per row (default 5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's; 1 is steadier on a busy shared machine)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size, n = args.size, args.repeats
     ds = SyntheticShapes("val", num_images=max(8, 2 * n + 2), image_size=size)
     items = [ds[i] for i in range(len(ds))]
@@ -162,7 +166,8 @@ def main() -> None:
 
     load = os.getloadavg()
     header = (f"seglab.widgets redraw latency, {size}×{size}, U-Net base_channels={args.base_channels}, "
-              f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+              f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
               f"load average {load[0]:.1f} / {load[1]:.1f}")
     lines = [header, "", "| explorer | control | cold median ms | warm median ms (baseline) | max ms | changes |",
              "|---|---|---|---|---|---|"]

@@ -224,11 +224,13 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     """``seglab.models.build_model`` with the model options of ``config`` that are set."""
     from seglab.models import build_model
 
+    if config.output_stride is not None and not config.model.startswith("deeplab"):
+        raise ValueError(f"output_stride applies to DeepLab models only, not {config.model!r}: drop --output-stride")
     kwargs = {
         "backbone": config.backbone,
         "weights_backbone": config.weights_backbone,
         "output_stride": config.output_stride,
-        "base_channels": config.base_channels if config.model == "unet" else None,
+        "base_channels": config.base_channels if config.model == "unet" else None,  # a default, not an error
     }
     return build_model(config.model, num_classes, **{k: v for k, v in kwargs.items() if v is not None})
 

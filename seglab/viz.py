@@ -87,8 +87,10 @@ class _Figure(Figure):
         return figure_to_png(self)
 
 
-def _figure(width: float, height: float, dpi: float | None = None) -> Figure:
-    return _Figure(figsize=(width, height), dpi=dpi or DPI, layout="constrained")
+def _figure(width: float, height: float, dpi: float | None = None, layout: str | None = "constrained") -> Figure:
+    """A new figure; ``layout=None`` for a fixed layout (set with ``subplots_adjust``: about 2× faster to
+    render than constrained layout, which matters for the interactive widgets)."""
+    return _Figure(figsize=(width, height), dpi=dpi or DPI, layout=layout)
 
 
 def figure_to_png(fig: Figure, dpi: float | None = None) -> bytes:
@@ -529,7 +531,8 @@ def show_dilation_coverage(stacks: Mapping[str, Sequence[int]] | Sequence[int] |
         stacks = {"": tuple(stacks)}
     maps = {label: dilation_coverage(r, kernel_size) for label, r in stacks.items()}
     side = max(m.shape[0] for m in maps.values())
-    fig = _figure(4.1 * len(maps), 4.2)
+    fig = _figure(4.1 * len(maps), 4.2, layout=None)
+    fig.subplots_adjust(left=0.75 / (4.1 * len(maps)), right=0.96, top=0.86, bottom=0.2, wspace=0.55)
     axes = np.atleast_1d(fig.subplots(1, len(maps)))
     cmap = _cmap("viridis").with_extremes(bad="#d62728")
     for ax, (label, counts) in zip(axes, maps.items()):
@@ -548,11 +551,11 @@ def show_dilation_coverage(stacks: Mapping[str, Sequence[int]] | Sequence[int] |
         ax.set_ylabel("input offset (px)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        bar = fig.colorbar(im, ax=ax, shrink=0.75, label="paths to the output pixel")
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="paths to the output pixel")
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
     fig.legend(handles=[Patch(facecolor="#d62728", label="hole: input pixel never read")],
-               loc="outside lower center", frameon=False, fontsize=9)
+               loc="lower center", frameon=False, fontsize=9)
     return fig
 
 

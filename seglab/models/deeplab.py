@@ -102,7 +102,8 @@ class DeepLabV3PlusDecoder(nn.Module):
 class _DeepLab(nn.Module):
     """Shared construction and aux head of DeepLabV3 and V3+ (see their docstrings)."""
 
-    def __init__(self, num_classes, backbone, weights_backbone, output_stride, atrous_rates, aux_loss) -> None:
+    def __init__(self, num_classes: int, backbone: str, weights_backbone: object, output_stride: int,
+                 atrous_rates: Sequence[int] | None, aux_loss: bool) -> None:
         super().__init__()
         if backbone not in RESNETS:
             raise ValueError(f"unknown DeepLab backbone {backbone!r}; valid: {', '.join(RESNETS)}")
