@@ -215,9 +215,11 @@ def boundary_band(target: torch.Tensor, band_width: int, ignore_index: int | Non
     edge[..., :-1, :] |= t[..., 1:, :] != t[..., :-1, :]
     edge[..., :, 1:] |= t[..., :, 1:] != t[..., :, :-1]
     edge[..., :, :-1] |= t[..., :, 1:] != t[..., :, :-1]
-    # Dilate the 1-px edge into a band: max-pool with a (2w-1) window adds w-1 px each side.
-    k = 2 * band_width - 1
-    band = F.max_pool2d(edge.float(), kernel_size=k, stride=1, padding=band_width - 1) > 0
+    # Dilate the 1-px edge into a band: a (2w-1)x(2w-1) max-pool adds w-1 px each side; done as a
+    # (k, 1) pool then a (1, k) pool, which gives the same square window for a fraction of the work.
+    k, p = 2 * band_width - 1, band_width - 1
+    band = F.max_pool2d(edge.float(), kernel_size=(k, 1), stride=1, padding=(p, 0))
+    band = F.max_pool2d(band, kernel_size=(1, k), stride=1, padding=(0, p)) > 0
     return band.squeeze(1)
 
 

@@ -531,11 +531,12 @@ def show_dilation_coverage(stacks: Mapping[str, Sequence[int]] | Sequence[int] |
         stacks = {"": tuple(stacks)}
     maps = {label: dilation_coverage(r, kernel_size) for label, r in stacks.items()}
     side = max(m.shape[0] for m in maps.values())
-    fig = _figure(4.1 * len(maps), 4.2, layout=None)
-    fig.subplots_adjust(left=0.75 / (4.1 * len(maps)), right=0.96, top=0.86, bottom=0.2, wspace=0.55)
-    axes = np.atleast_1d(fig.subplots(1, len(maps)))
+    width, height, side_in = 4.2 * len(maps), 4.1, 2.7  # inches; a fixed layout renders ~2× faster
+    fig = _figure(width, height, layout=None)
+    axes = [fig.add_axes(((4.2 * i + 0.75) / width, 0.8 / height, side_in / width, side_in / height))
+            for i in range(len(maps))]
     cmap = _cmap("viridis").with_extremes(bad="#d62728")
-    for ax, (label, counts) in zip(axes, maps.items()):
+    for i, (ax, (label, counts)) in enumerate(zip(axes, maps.items())):
         shown = counts.astype(float)
         shown[shown == 0] = np.nan  # holes inside the RF span
         extent = (-0.5 - counts.shape[0] // 2, counts.shape[0] // 2 + 0.5) * 2
@@ -551,11 +552,12 @@ def show_dilation_coverage(stacks: Mapping[str, Sequence[int]] | Sequence[int] |
         ax.set_ylabel("input offset (px)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="paths to the output pixel")
+        cax = fig.add_axes(((4.2 * i + 0.75 + side_in + 0.12) / width, 0.8 / height, 0.14 / width, side_in / height))
+        bar = fig.colorbar(im, cax=cax, label="paths to the output pixel")
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
     fig.legend(handles=[Patch(facecolor="#d62728", label="hole: input pixel never read")],
-               loc="lower center", frameon=False, fontsize=9)
+               loc="lower center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
     return fig
 
 
@@ -755,7 +757,7 @@ def plot_history(histories, *, show_lr: bool = False, title: str | None = None) 
             axes[2].plot(e, v, "-", color=col, label=label)
     axes[0].set(title="loss", xlabel="epoch", ylabel="cross-entropy per pixel")
     axes[1].set(title="mean IoU (validation)", xlabel="epoch", ylabel="mIoU (%)")
-    axes[1].margins(y=0.12)
+    axes[1].margins(x=0.06, y=0.12)
     style = [Line2D([], [], color="0.3", ls="-", label="train"),
              Line2D([], [], color="0.3", ls="--", label="validation"),
              Line2D([], [], color="0.3", marker="*", ls="none", ms=11, label="best epoch")]

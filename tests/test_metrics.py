@@ -127,3 +127,16 @@ def test_boundary_band_and_trimap_iou():
     assert trimap_iou(target, target, 2, band_width=2) == 1.0
     with pytest.raises(ValueError, match="band_width"):
         boundary_band(target, 0)
+
+
+def test_boundary_band_equals_a_square_dilation_of_the_edges():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 3, (2, 9, 13), generator=g)
+    target[0, 2:5, 3:7] = 255
+    for w in (1, 2, 4):
+        band = boundary_band(target, w)
+        edge = boundary_band(target, 1)
+        expected = torch.zeros_like(edge)
+        for n, y, x in edge.nonzero().tolist():
+            expected[n, max(0, y - w + 1) : y + w, max(0, x - w + 1) : x + w] = True
+        assert torch.equal(band, expected), w
