@@ -20,9 +20,9 @@ Definitions (Long et al. 2015, section 5; the PASCAL VOC devkit), with ``n_ij = 
 - frequency-weighted IoU:      ``sum_i t_i * IoU_i / sum_i t_i`` (classes with ``t_i = 0`` weigh 0)
 
 All metrics are fractions in [0, 1] (multiply by 100 only when printing). They agree with
-``torchmetrics.classification.MulticlassJaccardIndex(average="macro", ignore_index=255)`` on classes
-that appear (tests check this), except that torchmetrics scores absent classes 0 by default
-(``zero_division=0``) whereas VOC practice, followed here, leaves them out.
+``torchmetrics.classification.MulticlassJaccardIndex(ignore_index=255)`` (tests check this): per class
+with ``average="none"`` on the classes that appear (torchmetrics reports an absent class as 0 where
+we report ``nan``), and for the mean with ``average="macro"``.
 
 Also here: ``trimap_iou`` — mIoU restricted to a band of ``band_width`` pixels around ground-truth
 boundaries (Kohli et al. 2009; used by Chen et al. 2017/2018 to show what decoders/skips recover).

@@ -17,13 +17,14 @@ from seglab.data import (
     ImageFolderDataset,
     SyntheticShapes,
     build_dataset,
-    download,
+    download_dataset as download,
     list_datasets,
     pad_collate,
     resolve_root,
 )
 from seglab.data.download import DownloadError
-from seglab.data.palettes import CAMVID_COLORS, colorize, rgb_to_index, voc_colormap
+from seglab.data.palettes import CAMVID_COLORS, rgb_to_index, voc_colormap
+from seglab.viz import colorize
 from seglab.transforms import eval_transform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -364,4 +365,4 @@ def test_colorize_and_rgb_to_index_round_trip():
 def test_public_names_exist():
     for name in data.__all__:
         assert hasattr(data, name), name
-    assert callable(data.download) and data.download.__module__ == "seglab.data.download"  # the CLI's function
+    assert callable(data.download_dataset) and data.download_dataset.__module__ == "seglab.data.download"

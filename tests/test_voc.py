@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 from torchvision.datasets.utils import calculate_md5
 
-from seglab.data import VOCSegmentation, build_dataset, download, resolve_root
+from seglab.data import VOCSegmentation, build_dataset, resolve_root
+from seglab.data import download_dataset as download
 from seglab.data.download import (
     VOC_FILENAME,
     DownloadError,
@@ -31,7 +32,6 @@ from seglab.data.download import (
 )
 from seglab.data.palettes import IGNORE_COLOR, VOC_CLASSES, VOC_COLORS, voc_colormap
 
-# seglab.data.download is the download() function; the module holding VOC_MIRRORS etc. is imported by path
 download_module = importlib.import_module("seglab.data.download")
 
 TRAIN_IDS = ["2007_000032", "2007_000039", "2008_000002"]

@@ -30,7 +30,6 @@ __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_COLORS",
     "voc_colormap",
-    "colorize",
     "rgb_to_index",
 ]
 
@@ -96,42 +95,6 @@ SYNTHETIC_COLORS: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 
 
-def colorize(
-    mask: np.ndarray,
-    colors: Sequence[Sequence[int]],
-    *,
-    ignore_index: int = 255,
-    ignore_color: Sequence[int] = IGNORE_COLOR,
-) -> np.ndarray:
-    """Paint a mask with class colours.
-
-    Args:
-        mask: ``(H, W)`` integer class indices in ``[0, K)`` or ``ignore_index``
-            (a torch tensor is accepted and moved to the CPU).
-        colors: K RGB triples.
-        ignore_index: value painted with ``ignore_color``.
-
-    Returns:
-        ``(H, W, 3) uint8`` RGB image.
-
-    Raises:
-        ValueError: if the mask holds a value that is neither a class index nor ``ignore_index``.
-    """
-    mask = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask)
-    table = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
-    valid = (mask >= 0) & (mask < len(table))
-    bad = ~valid & (mask != ignore_index)
-    if bad.any():
-        raise ValueError(
-            f"colorize: mask holds values {np.unique(mask[bad])[:10].tolist()} that are neither class indices "
-            f"[0, {len(table)}) nor ignore_index={ignore_index}; pass one colour per class."
-        )
-    out = np.empty(mask.shape + (3,), dtype=np.uint8)
-    out[...] = np.asarray(ignore_color, dtype=np.uint8)
-    out[valid] = table[mask[valid]]
-    return out
-
-
 def rgb_to_index(
     rgb: np.ndarray,
     colors: Sequence[Sequence[int]],
@@ -140,7 +103,7 @@ def rgb_to_index(
     ignore_index: int = 255,
     source: str = "mask",
 ) -> np.ndarray:
-    """Convert a colour-coded mask to class indices (the inverse of :func:`colorize`).
+    """Convert a colour-coded mask to class indices (the inverse of :func:`seglab.viz.colorize`).
 
     Args:
         rgb: ``(H, W, 3) uint8`` colour mask.
