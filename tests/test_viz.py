@@ -173,6 +173,134 @@ def test_no_pyplot_figure_is_left_open(sample):
     assert plt.get_fignums() == before
 
 
+# ---------------------------------------------------------------- datasets and palettes
+def _legend_entries(fig: Figure) -> dict[str, tuple]:
+    """{label: RGBA face colour} of every legend handle of a figure."""
+    return {text.get_text(): tuple(handle.get_facecolor())
+            for legend in fig.legends for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+
+
+def _rgba(rgb) -> tuple:
+    return tuple(np.append(np.asarray(rgb) / 255.0, 1.0))
+
+
+def test_show_mask_legend_has_ignore_entry_only_when_present(sample):
+    image, mask, _ = sample
+    entries = _legend_entries(viz.show_mask(image, mask, CLASSES, COLORS))
+    assert list(entries) == ["background", "circle", "square", "ignore (255)"]
+    np.testing.assert_allclose(entries["ignore (255)"], _rgba(viz.IGNORE_COLOR))
+    labelled = np.where(mask == 255, 0, mask)
+    assert list(_legend_entries(viz.show_mask(image, labelled, CLASSES, COLORS))) == ["background", "circle", "square"]
+    custom = np.where(mask == 255, 7, mask)  # another ignore value: the entry follows ignore_index
+    assert list(_legend_entries(viz.show_mask(image, custom, CLASSES, COLORS, ignore_index=7)))[-1] == "ignore (7)"
+
+
+def test_plot_class_frequencies_bars_are_sorted_percentages():
+    # hand-computed: 10 + 0 + 30 labelled pixels and 60 ignored = 100 pixels, so counts are percents
+    fig = viz.plot_class_frequencies(np.array([10, 0, 30]), CLASSES, COLORS, num_ignored=60, title="t")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    bars = ax.containers[0]
+    np.testing.assert_allclose([b.get_width() for b in bars], [30, 10, 0, 60])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["square", "background", "circle", "ignore (255)"]
+    expected = [COLORS[2], COLORS[0], COLORS[1], viz.IGNORE_COLOR]
+    for bar, rgb in zip(bars, expected):
+        np.testing.assert_allclose(bar.get_facecolor(), _rgba(rgb))
+    texts = _texts(fig)
+    assert all(s in texts for s in ("30.0%", "10.0%", "absent", "60.0%", "log scale"))
+    assert ax.get_xscale() == "log" and ax.get_title() == "t"
+    assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
+
+    fig = viz.plot_class_frequencies(torch.tensor([1, 2, 997]), CLASSES, COLORS, log_scale=False)
+    ax = fig.axes[0]
+    np.testing.assert_allclose([b.get_width() for b in ax.containers[0]], [99.7, 0.2, 0.1])
+    assert len(ax.containers[0]) == 3 and ax.get_xscale() == "linear"
+    texts = _texts(fig)
+    assert "99.7%" in texts and "0.2%" in texts and "0.1%" in texts and "1,000 px" in texts and "ignore" not in texts
+
+
+@pytest.mark.parametrize(
+    "counts, num_ignored, match",
+    [([1, 2], None, "one count per class"), ([1, -2, 3], None, "non-negative"),
+     ([0, 0, 0], 0, "every count is zero"), ([1, 2, 3], -1, "non-negative")],
+)
+def test_plot_class_frequencies_rejects_bad_counts(counts, num_ignored, match):
+    with pytest.raises(ValueError, match=match):
+        viz.plot_class_frequencies(counts, CLASSES, COLORS, num_ignored=num_ignored)
+
+
+def test_show_palette_swatches_are_the_palette():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from seglab.data.palettes import VOC_CLASSES, VOC_COLORS
+
+    fig = viz.show_palette(VOC_CLASSES, VOC_COLORS, columns=7)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    swatches = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(swatches) == 21
+    for k, (swatch, rgb) in enumerate(zip(swatches, VOC_COLORS)):
+        np.testing.assert_allclose(swatch.get_facecolor(), _rgba(rgb))
+        assert swatch.get_xy() == pytest.approx((k % 7 + 0.1, k // 7 + 0.05))  # row-major, 7 per row
+    texts = [t.get_text() for t in ax.texts]
+    assert all(name in texts for name in VOC_CLASSES) and all(str(k) in texts for k in range(21))
+    index_colour = {t.get_text(): t.get_color() for t in ax.texts}
+    assert index_colour["0"] == "white" and index_colour["15"] == "black"  # black background, light person
+
+    canvas = FigureCanvasAgg(fig)  # rendered: a point inside each swatch, away from its index, has its colour
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())
+    for k, rgb in enumerate(VOC_COLORS):
+        x, y = ax.transData.transform((k % 7 + 0.2, k // 7 + 0.15))
+        np.testing.assert_array_equal(pixels[int(pixels.shape[0] - y), int(x), :3], rgb)
+
+    assert len(viz.show_palette(CLASSES, COLORS).axes[0].patches) == 3
+    with pytest.raises(ValueError, match="one colour per class"):
+        viz.show_palette(CLASSES[:2], COLORS)
+    with pytest.raises(ValueError, match="columns"):
+        viz.show_palette(CLASSES, COLORS, columns=0)
+
+
+def test_show_mask_resize_marks_invented_labels():
+    classes, colors = ("a", "b", "c", "d"), ((0, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0))
+    mask = np.array([[0, 0, 3, 3], [0, 0, 3, 3]])
+    # hand-computed, half-pixel centres: output column x samples input x/2 - 0.25, so bilinear gives
+    # 0 0 0 0.75 2.25 3 3 3 -> rounded 0 0 0 1 2 3 3 3: columns 3 and 4 hold labels 1 and 2, absent from the mask
+    fig = viz.show_mask_resize(mask, colors, (2, 8), classes=classes)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    nearest = fig.axes[0].images[0].get_array()
+    np.testing.assert_array_equal(nearest, viz.colorize(np.repeat(mask, 2, axis=1), colors))
+    bilinear = np.asarray(fig.axes[1].images[0].get_array())
+    red = np.all(bilinear == (230, 30, 30), axis=-1)
+    np.testing.assert_array_equal(np.nonzero(red.any(0))[0], [3, 4])
+    assert red.sum() == 4
+    np.testing.assert_array_equal(fig.axes[2].images[0].get_array(), bilinear[:, 3:5])  # zoom on the seam
+    texts = _texts(fig)
+    assert "bilinear 2×8\n4 px (25.0%) invented" in texts and "zoom: rows 0–1\ncols 3–4" in texts
+    assert list(_legend_entries(fig)) == ["a", "d", "invented value (bilinear)"]
+
+    fig = viz.show_mask_resize(np.where(mask == 3, 1, mask), colors, 2.0, zoom=False)  # 0|1: nothing to invent
+    assert len(fig.axes) == 2 and "bilinear 4×8\n0 px (0.0%) invented" in _texts(fig)
+
+
+def test_show_mask_resize_on_a_mask_with_ignore(sample):
+    _, mask, _ = sample
+    fig = viz.show_mask_resize(torch.from_numpy(mask), COLORS, 0.5, classes=CLASSES, title="t")
+    assert "nearest 16×20\nonly real labels" in _texts(fig)
+    nearest = fig.axes[0].images[0].get_array().reshape(-1, 3)
+    allowed = {tuple(c) for c in COLORS} | {viz.IGNORE_COLOR}
+    assert {tuple(int(v) for v in c) for c in nearest} <= allowed
+    assert np.all(np.asarray(fig.axes[1].images[0].get_array()) == (230, 30, 30), axis=-1).any()  # 0 next to 255
+    assert "ignore (255)" in _legend_entries(fig)
+    assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
+    with pytest.raises(ValueError, match="at least 1 px"):
+        viz.show_mask_resize(mask, COLORS, 0.01)
+    with pytest.raises(ValueError, match="at most 255"):
+        viz.show_mask_resize(np.array([[300, 0]]), [(0, 0, 0)] * 301, 2.0)
+    with pytest.raises(ValueError, match="outside"):
+        viz.show_mask_resize(np.array([[5, 0]]), COLORS, 2.0)
+
+
 # ------------------------------------------------------------------- receptive field
 def test_show_receptive_field_draws_box_support_and_erf(sample):
     image = sample[0]
