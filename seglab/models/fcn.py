@@ -90,7 +90,9 @@ class FCN(nn.Module):
     Differences from the paper: "same" padding + pad-to-32 + crop instead of ``pad=100`` on conv1_1 and the
     Caffe crop layers; upsampling padding ``f/2`` instead of crop offsets; trained end to end in one stage
     (the paper also trains FCN-16s/8s from the coarser net; the zero-initialised skip scores make the
-    initial 16s/8s net behave like the coarser one); ResNet backbones are not in the paper (AlexNet, VGG16,
+    initial 16s/8s net behave like the coarser one); with ``upsampling="learned"`` the final ×s upsampling is
+    learned too, whereas the paper fixes it at bilinear and learns only the ×2 ones (notebook 03 trains it
+    the paper's way by hand; ``upsampling="bilinear"`` freezes all of them); ResNet backbones are not in the paper (AlexNet, VGG16,
     GoogLeNet are). No softmax inside.
     """
 
