@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -299,10 +300,9 @@ def train_one_epoch(
     n_total = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None and n_total is not None:
         n_total = min(n_total, max_batches)
-    bar = tqdm(loader, total=n_total, desc=desc, leave=False, disable=not progress)
+    batches_iter = loader if max_batches is None else itertools.islice(loader, max_batches)
+    bar = tqdm(batches_iter, total=n_total, desc=desc, leave=False, disable=not progress)
     for images, masks in bar:
-        if max_batches is not None and batches >= max_batches:
-            break
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         if channels_last:
@@ -368,9 +368,8 @@ def evaluate(
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     total_loss, batches = 0.0, 0
-    for images, masks in tqdm(loader, desc="val", leave=False, disable=not progress):
-        if max_batches is not None and batches >= max_batches:
-            break
+    batches_iter = loader if max_batches is None else itertools.islice(loader, max_batches)
+    for images, masks in tqdm(batches_iter, desc="val", leave=False, disable=not progress):
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         if channels_last:
