@@ -86,15 +86,17 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     crop_size: int = 64  # training crop, pixels (square)
+    scale_min: float | None = None  # random scale range of training images; None = the dataset's default:
+    scale_max: float | None = None  # 0.5-2.0 (the DeepLab recipe), 1.0-1.0 for the synthetic shapes
     max_size: int | None = None  # resize so the longer side equals this (train and val), pixels
     pad_multiple: int = 32  # validation images are padded (with ignore) to a multiple of this
-    batch_size: int = 16
+    batch_size: int = 8
     val_batch_size: int | None = None  # None = batch_size
     num_workers: int = 0  # DataLoader worker processes
     # --- optimisation ----------------------------------------------------------------------------
-    epochs: int = 8
+    epochs: int = 5
     optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, the DeepLab recipe)
-    lr: float = 2e-3  # peak learning rate
+    lr: float = 5e-3  # peak learning rate
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD only
     lr_schedule: str = "poly"  # "poly" (power 0.9, per iteration) or "constant"
@@ -179,10 +181,17 @@ def _worker_init(worker_id: int) -> None:
     _seed_transform(info.dataset, seed)
 
 
+# The synthetic shapes are drawn at random sizes and positions already; rescaling 64-px images as well
+# made the default one-minute run learn nothing beyond background (val mIoU 0.22 after 5 epochs with
+# 0.75-1.25, against 0.40 without), so its default range is 1.0-1.0.
+_DEFAULT_SCALE = {"synthetic": (1.0, 1.0)}
+
+
 def build_loaders(config: TrainConfig, device: torch.device | None = None) -> tuple[DataLoader, DataLoader]:
     """Train and validation loaders for ``config``.
 
-    Train: ``train_transform(crop_size)`` (random scale 0.5-2.0, pad with 255, crop, flip, jitter),
+    Train: ``train_transform(crop_size)`` (random scale ``scale_min``-``scale_max``, by default 0.5-2.0
+    and 1.0 for the synthetic shapes; pad with 255, crop, flip, jitter),
     shuffled, incomplete last batch dropped. Val: ``eval_transform`` on the whole image, padded with
     ignore to ``pad_multiple``, batched with ``pad_collate``.
 
@@ -194,7 +203,9 @@ def build_loaders(config: TrainConfig, device: torch.device | None = None) -> tu
     from seglab.transforms import eval_transform, train_transform
 
     device = device or resolve_device(config.device)
-    train_tf = train_transform(config.crop_size, ignore_index=config.ignore_index, max_size=config.max_size)
+    low, high = _DEFAULT_SCALE.get(config.dataset, (0.5, 2.0))
+    scale = (config.scale_min or low, config.scale_max or high)
+    train_tf = train_transform(config.crop_size, scale=scale, ignore_index=config.ignore_index, max_size=config.max_size)
     val_tf = eval_transform(pad_multiple=config.pad_multiple, ignore_index=config.ignore_index, max_size=config.max_size)
     train_set = build_dataset(config.dataset, config.train_split, root=config.data_root, transform=train_tf)
     val_set = build_dataset(config.dataset, config.val_split, root=config.data_root, transform=val_tf)
