@@ -3,7 +3,7 @@
 ``train`` is a thin wrapper over :class:`seglab.engine.TrainConfig`: every field is a flag of the
 same name (``batch_size`` → ``--batch-size``; booleans as ``--amp`` / ``--no-amp``), so the CLI and
 the Python API never drift. With no flags it trains a small U-Net on the synthetic shapes on a CPU
-in about a minute.
+in two to three minutes on a 2-core CPU.
 
 Examples::
 

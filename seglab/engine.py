@@ -70,7 +70,7 @@ Callback = Callable[[dict, list], None]
 class TrainConfig:
     """Everything that defines a training run. The CLI flags map one-to-one onto these fields.
 
-    Defaults train a small U-Net on the built-in synthetic shapes on a CPU in about a minute.
+    Defaults train a small U-Net on the built-in synthetic shapes on a CPU in two to three minutes (5 epochs).
     """
 
     # --- what to train ---------------------------------------------------------------------------
