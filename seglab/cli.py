@@ -95,8 +95,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    import torch
-
     from seglab.engine import build_loaders, evaluate, load_model, resolve_device
 
     device = resolve_device(args.device)
@@ -122,7 +120,6 @@ def _cmd_evaluate(args) -> int:
         payload["confusion_matrix"] = result["confusion_matrix"].tolist()
         payload["classes"] = classes
         Path(args.json).write_text(json.dumps(payload, indent=1))
-    del torch
     return 0
 
 

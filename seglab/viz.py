@@ -183,21 +183,13 @@ def to_rgb(image, mean: Sequence[float] | None = IMAGENET_MEAN,
 
 
 def _image_scores(pred: np.ndarray, mask: np.ndarray, num_classes: int, ignore_index: int = 255) -> dict:
-    """Per-image ``{"mIoU", "pixel_accuracy"}`` (fractions; nan when no labelled pixel).
+    """Per-image ``{"mIoU", "pixel_accuracy"}`` from ``seglab.metrics`` (fractions; nan when no labelled pixel)."""
+    import torch
 
-    Same definitions as ``seglab.metrics`` (classes absent from both GT and prediction skipped),
-    kept here in numpy so that this module runs alone.
-    """
-    keep = mask != ignore_index
-    t, p = mask[keep], pred[keep]
-    if t.size == 0:
-        return {"mIoU": float("nan"), "pixel_accuracy": float("nan")}
-    p = np.clip(p, 0, num_classes - 1)
-    cm = np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    return {"mIoU": float((tp[present] / union[present]).mean()), "pixel_accuracy": float(tp.sum() / t.size)}
+    from seglab.metrics import confusion_matrix, mean_iou, pixel_accuracy
+
+    cm = confusion_matrix(torch.from_numpy(pred)[None].long(), torch.from_numpy(mask)[None].long(), num_classes, ignore_index)
+    return {"mIoU": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
 
 
 def _trimap_iou(pred: np.ndarray, mask: np.ndarray, num_classes: int, band_width: int, ignore_index: int) -> float:
