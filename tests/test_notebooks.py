@@ -8,7 +8,7 @@ nbval (run by the same ``pytest`` command) executes every notebook and compares 
   re-executing and normalising a notebook reproduces the committed file;
 - checked cells really have stored outputs and an execution count (nbval silently skips them
   otherwise);
-- each notebook has exercises and a solutions notebook, the Colab install cell, the FAST switch,
+- each notebook has exercises and a solutions notebook, the Colab install cell, the run profile,
   and no ``%run`` or star imports (nothing is shared between notebooks except through seglab).
 """
 
@@ -70,7 +70,7 @@ def test_house_rules(path):
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "%run" not in code, f"{path.name}: %run shares code between notebooks; put it in seglab"
     assert not re.search(r"^\s*from\s+\S+\s+import\s+\*", code, re.M), f"{path.name}: star import"
-    assert 'FAST = os.environ.get("SEGLAB_FAST", "0") == "1"' in code, f"{path.name}: no FAST switch"
+    assert "PROFILE = select_profile()" in code, f"{path.name}: no run profile (seglab.profiles.select_profile)"
     assert "except ImportError" in code and "%pip install" in code, f"{path.name}: no Colab install cell"
 
 

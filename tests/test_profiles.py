@@ -1,0 +1,35 @@
+"""seglab.profiles: which profile runs, and why."""
+
+import pytest
+
+from seglab import profiles
+from seglab.profiles import Profile, select_profile
+
+
+def test_explicit_profile_wins_over_fast(capsys):
+    profile = select_profile({"SEGLAB_PROFILE": "laptop", "SEGLAB_FAST": "1"})
+    assert profile.name == "laptop" and profile.laptop
+    assert "profile: laptop (set by SEGLAB_PROFILE)" in capsys.readouterr().out
+
+
+def test_fast_is_an_alias_of_smoke():
+    assert select_profile({"SEGLAB_FAST": "1"}, verbose=False).name == "smoke"
+
+
+@pytest.mark.parametrize("cuda, expected", [(True, "full"), (False, "laptop")])
+def test_default_follows_the_device(monkeypatch, cuda, expected):
+    monkeypatch.setattr(profiles, "_cuda_available", lambda: cuda)
+    assert select_profile({}, verbose=False).name == expected
+
+
+def test_pick_and_cap_steps():
+    profile = Profile("full", "test", max_steps=2)
+    assert profile.pick(smoke=1, laptop=2, full=3) == 3
+    assert profile.cap_steps(3000) == 2 and Profile("laptop", "x").cap_steps(300) == 300
+    assert "at most 2 training steps" in str(profile)
+
+
+@pytest.mark.parametrize("env", [{"SEGLAB_PROFILE": "gpu"}, {"SEGLAB_MAX_STEPS": "0"}, {"SEGLAB_MAX_STEPS": "x"}])
+def test_bad_values_are_refused(env):
+    with pytest.raises(ValueError, match="SEGLAB_"):
+        select_profile(env, verbose=False)
