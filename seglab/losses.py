@@ -35,6 +35,8 @@ def _check(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> Non
         )
     if target.dtype != torch.int64:
         raise ValueError(f"target must be int64 class indices, got {target.dtype}: use target.long()")
+    if target.device.type != "cpu":
+        return  # reading values back would stall the GPU at every step; F.cross_entropy asserts on the device
     k = logits.shape[1]
     valid = target != ignore_index
     if valid.any():
@@ -48,20 +50,31 @@ def _check(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> Non
 
 
 def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, ignore_index: int = 255
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = 255,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Pixel-wise cross-entropy averaged over non-ignored pixels (weighted mean if ``weight`` is given).
 
     Args:
         weight: ``(K,)`` float per-class weights, or None.
-    Returns 0 (with a zero gradient) when every pixel is ignored, instead of PyTorch's nan.
+        label_smoothing: in [0, 1), as in ``F.cross_entropy`` (Szegedy et al. 2016).
+    Equals ``F.cross_entropy(..., reduction="mean")``, except that it returns 0 (with a zero gradient)
+    when every pixel is ignored, instead of PyTorch's nan, and never reads a value back from the device.
     """
     _check(logits, target, ignore_index)
-    if not (target != ignore_index).any():
-        return logits.sum() * 0.0
     if weight is not None:
         weight = weight.to(device=logits.device, dtype=logits.dtype)
-    return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
+    total = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="sum",
+                            label_smoothing=label_smoothing)
+    valid = target != ignore_index
+    if weight is None:
+        count = valid.sum()
+    else:  # PyTorch's weighted mean divides by the summed weights of the targets
+        count = (weight[target.masked_fill(~valid, 0)] * valid).sum()
+    return total / count.clamp_min(torch.finfo(logits.dtype).tiny)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, smooth: float = 1.0) -> torch.Tensor:
@@ -108,13 +121,14 @@ def focal_loss(
 class CrossEntropyLoss(nn.Module):
     """Module form of :func:`cross_entropy`."""
 
-    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = 255):
+    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = 255, label_smoothing: float = 0.0):
         super().__init__()
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
         self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(logits, target, self.weight, self.ignore_index)
+        return cross_entropy(logits, target, self.weight, self.ignore_index, self.label_smoothing)
 
 
 class DiceLoss(nn.Module):
@@ -143,14 +157,19 @@ class FocalLoss(nn.Module):
 LOSSES = {"cross_entropy": CrossEntropyLoss, "dice": DiceLoss, "focal": FocalLoss}
 
 
-def build_loss(name: str, *, weight: torch.Tensor | None = None, ignore_index: int = 255) -> nn.Module:
+def build_loss(
+    name: str, *, weight: torch.Tensor | None = None, ignore_index: int = 255, label_smoothing: float = 0.0
+) -> nn.Module:
     """Loss module by name: ``"cross_entropy"`` (``weight`` = class weights), ``"dice"``, ``"focal"`` (``weight`` = alpha).
 
     Raises:
-        ValueError: unknown name (lists the valid ones).
+        ValueError: unknown name (lists the valid ones), or ``label_smoothing`` with a loss other than
+            cross-entropy.
     """
+    if label_smoothing and name != "cross_entropy":
+        raise ValueError(f"label_smoothing applies to the cross_entropy loss only, not {name!r}: drop --label-smoothing")
     if name == "cross_entropy":
-        return CrossEntropyLoss(weight, ignore_index)
+        return CrossEntropyLoss(weight, ignore_index, label_smoothing)
     if name == "dice":
         return DiceLoss(ignore_index)
     if name == "focal":

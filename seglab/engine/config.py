@@ -1,0 +1,174 @@
+"""``TrainConfig``: everything that defines a training run, validated in one place; device and precision.
+
+The CLI flags map one-to-one onto the fields (``batch_size`` -> ``--batch-size``).
+
+Precision and memory format (``amp``, ``channels_last``) default to ``"auto"``: the fast choice measured on
+each kind of device (``benchmarks/cpu_speed.py``; results in ``benchmarks/results/``):
+
+- CUDA: bf16 autocast where the GPU supports it, else fp16 with a gradient scaler; channels_last.
+- CPU with a native bf16 path (x86 AVX512-BF16 or AMX, detected from the CPU flags): bf16 autocast
+  (oneDNN), contiguous (NCHW) tensors. On this project's 2-core AMD EPYC (AVX512-BF16), bf16 trains
+  about 2x faster than fp32; channels_last was measured slower on the CPU, so auto keeps NCHW there.
+- other CPUs and Apple MPS: fp32, NCHW (no measured speed-up).
+
+``"on"`` forces 16-bit / channels_last (bf16 on a CPU even without a fast path, slow but useful to
+check numerics), ``"off"`` forces fp32 / NCHW.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["TrainConfig", "resolve_device", "resolve_amp_dtype", "resolve_channels_last", "cpu_has_fast_bf16",
+           "default_num_workers"]
+
+_SWITCH = ("auto", "on", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. The CLI flags map one-to-one onto these fields.
+
+    Defaults train a small U-Net on the built-in synthetic shapes on a CPU (see the README for the
+    measured time and mIoU).
+    """
+
+    # --- what to train ---------------------------------------------------------------------------
+    model: str = "unet"  # a name from seglab.models.list_models()
+    backbone: str | None = None  # e.g. "vgg16", "resnet18", "resnet50"; None = the model's default
+    weights_backbone: str | None = None  # "IMAGENET1K_V1" or a local .pth path; None = from scratch
+    output_stride: int | None = None  # DeepLab only: 8 or 16
+    base_channels: int | None = 16  # U-Net only: width of the first stage (64 in the paper)
+    num_classes: int | None = None  # None = the dataset's; if given it must match the dataset
+    # --- data ------------------------------------------------------------------------------------
+    dataset: str = "synthetic"  # a name from seglab.data.list_datasets()
+    data_root: str | None = None  # folder of that dataset; None = $SEGLAB_DATA/<name> or data/<name>
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: int = 64  # training crop, pixels (square)
+    scale_min: float | None = None  # random scale range of training images; None = the dataset's default:
+    scale_max: float | None = None  # 0.5-2.0 (the DeepLab recipe), 1.0-1.0 for the synthetic shapes
+    max_size: int | None = None  # resize so the longer side equals this (train and val), pixels
+    val_full_size: bool = False  # with max_size: predict at max_size, upsample the logits, score at full size
+    pad_multiple: int = 32  # validation images are padded (with ignore) to a multiple of this
+    batch_size: int = 8  # per process (the global batch is batch_size * world_size * accumulate_steps)
+    val_batch_size: int | None = None  # None = batch_size
+    accumulate_steps: int = 1  # add the gradients of this many batches per optimizer step
+    num_workers: int | None = None  # DataLoader worker processes; None = automatic (default_num_workers)
+    # --- optimisation ----------------------------------------------------------------------------
+    epochs: int = 5
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, the DeepLab recipe)
+    lr: float = 5e-3  # peak learning rate
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    lr_schedule: str = "poly"  # "poly" (power 0.9), "cosine" or "constant"; stepped every iteration
+    warmup_epochs: float = 0.0  # linear warm-up from lr/100 to lr over this many epochs (may be a fraction)
+    loss: str = "cross_entropy"  # "cross_entropy", "dice" or "focal"
+    label_smoothing: float = 0.0  # cross-entropy only
+    class_weights: bool = False  # use the dataset's class_weights (e.g. CamVid's median frequency)
+    ignore_index: int = 255
+    # --- machine ---------------------------------------------------------------------------------
+    device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"
+    amp: str = "auto"  # 16-bit autocast: "auto" (where measured faster: CUDA, CPUs with AVX512-BF16/AMX), "on", "off"
+    channels_last: str = "auto"  # "auto" (CUDA only: measured slower on the CPU), "on", "off"
+    compile: bool = False  # torch.compile the model (opt-in; see benchmarks/cpu_speed.py for its effect)
+    deterministic: bool = False  # deterministic kernels (slower), no cudnn benchmark
+    # --- bookkeeping -----------------------------------------------------------------------------
+    out: str = "runs/default"  # output folder: history, curves, checkpoints
+    resume: bool = False  # continue from out/last.pt
+    seed: int = 0
+    max_train_batches: int | None = None  # cap batches per epoch (smoke runs)
+    max_val_batches: int | None = None
+    log_every: int = 25  # read the running loss back from the device every this many steps
+    progress: bool = True  # tqdm progress bars
+    verbose: bool = True  # print one line per epoch
+
+    def __post_init__(self) -> None:
+        # booleans from older configs / checkpoints: True = "auto", False = "off"
+        for name in ("amp", "channels_last"):
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                setattr(self, name, "auto" if value else "off")
+            elif getattr(self, name) not in _SWITCH:
+                raise ValueError(f"TrainConfig.{name} must be one of {list(_SWITCH)}, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; valid: {sorted(names)}")
+        return cls(**values)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` → cuda if available, else mps, else cpu; otherwise ``torch.device(device)``.
+
+    Raises:
+        RuntimeError: a CUDA / MPS device was asked for but is not available.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for but CUDA is not available: use --device cpu (or auto)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"device {device!r} asked for but MPS is not available: use --device cpu (or auto)")
+    return dev
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has a native bf16 matrix path that oneDNN uses (x86 AVX512-BF16 or AMX-BF16).
+
+    Read from the CPU flags in ``/proc/cpuinfo`` (Linux); ``False`` elsewhere, where no speed-up was measured.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.backends.mkldnn.is_available()
+
+
+def resolve_amp_dtype(amp: str | bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` (``"auto"``/``"on"``/``"off"``) on ``device``; ``None`` = fp32."""
+    amp = {True: "auto", False: "off"}.get(amp, amp)
+    if amp == "off" or device.type == "mps":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and (amp == "on" or cpu_has_fast_bf16()):
+        return torch.bfloat16
+    return None
+
+
+def resolve_channels_last(channels_last: str | bool, device: torch.device) -> bool:
+    """Whether to use channels_last for ``channels_last`` (``"auto"``/``"on"``/``"off"``) on ``device``."""
+    channels_last = {True: "auto", False: "off"}.get(channels_last, channels_last)
+    return channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+
+
+def default_num_workers(device: torch.device) -> int:
+    """DataLoader workers when ``num_workers`` is ``None``.
+
+    CUDA: one per core, at most 8 (the GPU waits otherwise). CPU: the model trains on every core, so a
+    worker only helps when cores are left over: ``cores // 4`` (0 on a 2-core laptop, where 2 workers were
+    measured slower: ``benchmarks/cpu_speed.py``).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return min(8, cores)
+    return cores // 4
