@@ -1,4 +1,4 @@
-"""Command line: ``python -m seglab {train,evaluate,predict,download}``.
+"""Command line: ``python -m seglab {train,evaluate,predict,check-data,download}``.
 
 ``train`` is a thin wrapper over :class:`seglab.engine.TrainConfig`: every field is a flag of the
 same name (``batch_size`` → ``--batch-size``; booleans as ``--amp`` / ``--no-amp``), so the CLI and
@@ -10,9 +10,16 @@ Examples::
     python -m seglab train
     python -m seglab train --dataset camvid --data-root ../shared/data/camvid --max-size 240 --crop-size 160
     python -m seglab train --out runs/default --resume
+    torchrun --nproc_per_node=4 -m seglab train --batch-size 4   # --batch-size is per process: global batch 16
     python -m seglab evaluate runs/default/best.pt
+    python -m seglab evaluate --weights COCO_WITH_VOC_LABELS_V1 --model deeplabv3 --backbone resnet50 --dataset voc
     python -m seglab predict runs/default/best.pt photo1.jpg photo2.jpg --out predictions/
+    python -m seglab predict runs/camvid/best.pt ../shared/data/camvid/val --out pred/ --overlay
+    python -m seglab check-data --dataset folder --data-root mydata --classes background,road,car
     python -m seglab download voc --data-root data/
+
+A failure prints one line ``error: ...`` saying what was wrong and how to fix it, and exits with 2;
+``--debug`` (or ``SEGLAB_DEBUG=1``) shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +44,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         annotation = str(f.type).replace(" ", "")
         default = getattr(defaults, f.name)
+        if annotation == "dict":  # dataset_kwargs: from --classes / --classes-file (config_from_args)
+            continue
         if annotation == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 help=f"(default: {default})")
@@ -47,15 +57,51 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                             help=f"(default: {default})")
 
 
+def _add_class_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classes", default=None, metavar="A,B,C",
+                        help="class names of --dataset folder, comma-separated, in class-index order")
+    parser.add_argument("--classes-file", default=None, metavar="FILE",
+                        help="class names of --dataset folder, one per line, in class-index order")
+
+
+def _classes_from_args(args) -> list[str] | None:
+    """The class names of ``--classes`` / ``--classes-file`` (None if neither is given)."""
+    if args.classes is not None and args.classes_file is not None:
+        raise ValueError("give --classes or --classes-file, not both")
+    if args.classes is not None:
+        names = [name.strip() for name in args.classes.split(",")]
+    elif args.classes_file is not None:
+        path = Path(args.classes_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--classes-file {path} not found: give a text file with one class name per line")
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        return None
+    if not names or any(not name for name in names):
+        raise ValueError(f"--classes needs non-empty names such as background,road,car; got {names}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--classes holds a name twice: {names}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m seglab", description="seglab: semantic segmentation workbook")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also SEGLAB_DEBUG=1; may be given anywhere)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model (flags = seglab.engine.TrainConfig fields)")
     _add_config_flags(train)
+    _add_class_flags(train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on a split (whole images)")
-    evaluate.add_argument("checkpoint", help="a last.pt / best.pt written by train")
+    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint (or torchvision's pretrained weights) on a split")
+    evaluate.add_argument("checkpoint", nargs="?", default=None, help="a last.pt / best.pt written by train")
+    evaluate.add_argument("--weights", default=None,
+                          help="instead of a checkpoint: torchvision's whole-model weights, e.g. COCO_WITH_VOC_LABELS_V1 "
+                               "(downloaded into the torch hub cache; see seglab.models.pretrained)")
+    evaluate.add_argument("--model", default="deeplabv3", help="with --weights: deeplabv3, fcn_dilated or lraspp")
+    evaluate.add_argument("--backbone", default=None, help="with --weights: e.g. resnet50 (default: the model's)")
+    evaluate.add_argument("--dataset", default="voc", help="with --weights: a dataset with the 21 VOC classes")
     evaluate.add_argument("--split", default=None, help="split to evaluate (default: the run's val split)")
     evaluate.add_argument("--data-root", default=None, help="dataset folder (default: the run's)")
     evaluate.add_argument("--device", default="auto")
@@ -63,11 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-batches", type=int, default=None)
     evaluate.add_argument("--json", default=None, help="also write the metrics to this JSON file")
 
-    predict = sub.add_parser("predict", help="predict colour PNG masks for image files")
-    predict.add_argument("checkpoint")
-    predict.add_argument("images", nargs="+", help="image files (any format PIL reads)")
-    predict.add_argument("--out", default="predictions", help="folder for <stem>.png colour masks")
+    predict = sub.add_parser("predict", help="predict class-index palette PNG masks for images (files, folders, globs)")
+    predict.add_argument("checkpoint", help="a last.pt / best.pt written by train")
+    predict.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns ('photos/*.jpg')")
+    predict.add_argument("--out", default="predictions",
+                         help="folder for <stem>.png: class-index palette PNGs (VOC style), full input size")
+    predict.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (colours over the photo)")
+    predict.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default: 0.5)")
+    predict.add_argument("--overwrite", action="store_true", help="replace predictions that already exist")
+    predict.add_argument("--batch-size", type=int, default=4, help="images of one size per forward pass (default: 4)")
+    predict.add_argument("--max-size", type=int, default=None,
+                         help="shrink the longer side to at most this for the model (default: the run's max_size)")
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar")
+
+    check = sub.add_parser("check-data", help="decode and check every image/mask pair of a dataset, once")
+    check.add_argument("--dataset", default="synthetic", help="a name from seglab.data.list_datasets()")
+    check.add_argument("--data-root", default=None, help="dataset folder (default: $SEGLAB_DATA/<name> or data/<name>)")
+    check.add_argument("--splits", default="train,val", help="comma-separated splits (default: train,val)")
+    _add_class_flags(check)
 
     download = sub.add_parser("download", help="download a dataset (VOC 2012, SBD)")
     download.add_argument("dataset", help="dataset name, e.g. voc or sbd")
@@ -79,25 +139,93 @@ def config_from_args(args: argparse.Namespace):
     """``TrainConfig`` from parsed ``train`` arguments."""
     from seglab.engine import TrainConfig
 
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    return TrainConfig(**{name: getattr(args, name) for name in names})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    classes = _classes_from_args(args) if hasattr(args, "classes") else None
+    if classes is not None:
+        if args.dataset != "folder":
+            raise ValueError(f"--classes / --classes-file name the classes of --dataset folder; {args.dataset!r} "
+                             "has its own: drop them")  # fmt: skip
+        values["dataset_kwargs"] = {"classes": classes}
+    elif args.dataset == "folder":
+        raise ValueError("--dataset folder needs its class names: --classes background,road,car (in class-index "
+                         "order) or --classes-file classes.txt (one per line)")  # fmt: skip
+    return TrainConfig(**values)
 
 
 def _cmd_train(args) -> int:
     from seglab.engine import fit
 
     config = config_from_args(args)
+    _check_writable_folder(Path(config.out), "--out")
     history = fit(config)
-    if history:
+    if history and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
         best = max(history, key=lambda r: r["val_mIoU"])
         print(f"best val mIoU {best['val_mIoU']:.4f} at epoch {best['epoch']}; outputs in {config.out}/")
+    return 0
+
+
+def _check_writable_folder(folder: Path, flag: str) -> None:
+    """Fail before the work if ``folder`` (or a parent) exists as a file."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise NotADirectoryError(f"{flag} {folder}: {path} is a file, not a folder; pass a folder path")
+            return
+
+
+def _check_json_target(path: Path) -> None:
+    """Fail before the evaluation if the ``--json`` file cannot be written."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--json {path} is a folder; give a file path such as {path / 'metrics.json'}")
+    _check_writable_folder(path.parent, "--json")
+
+
+def _evaluate_pretrained(args, device) -> int:
+    """``evaluate --weights NAME``: torchvision's pretrained model on whole images of ``--dataset``/``--split``."""
+    import functools
+
+    from torch.utils.data import DataLoader
+
+    from seglab.data import build_dataset, pad_collate
+    from seglab.engine import evaluate
+    from seglab.models import PRETRAINED, build_model
+    from seglab.models.pretrained import published_metrics
+    from seglab.transforms import eval_transform
+
+    if args.checkpoint:
+        raise ValueError("give a checkpoint or --weights, not both")
+    dataset = build_dataset(args.dataset, args.split or "val", root=args.data_root, transform=eval_transform())
+    model = build_model(args.model, dataset.num_classes, backbone=args.backbone, weights=args.weights)
+    backbone = args.backbone or next(b for m, b in PRETRAINED if m == args.model)
+    for source, figures in published_metrics(args.model, backbone, args.weights).items():
+        print(f"torchvision's published figures for these weights ({source}, not VOC val; not measured by seglab): "
+              + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    loader = DataLoader(dataset, batch_size=args.batch_size or 1, collate_fn=functools.partial(pad_collate))
+    result = evaluate(model.to(device), loader, dataset.num_classes, device=device, max_batches=args.max_batches)
+    print(f"{args.model}/{backbone} weights={args.weights} on {args.dataset}/{dataset.split} ({len(dataset)} images, "
+          f"{dataset.root}): mIoU {result['mIoU']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
+          f"mean class accuracy {result['mean_class_accuracy']:.4f}")
+    for name, iou in zip(dataset.classes, result["iou_per_class"]):
+        print(f"  {name:<16} IoU {iou:.4f}")
+    if args.json:
+        payload = {k: v for k, v in result.items() if k != "confusion_matrix"}
+        payload["confusion_matrix"] = result["confusion_matrix"].tolist()
+        payload["classes"] = list(dataset.classes)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(payload, indent=1))
     return 0
 
 
 def _cmd_evaluate(args) -> int:
     from seglab.engine import build_loaders, evaluate, load_model, resolve_device
 
+    if args.json:
+        _check_json_target(Path(args.json))
     device = resolve_device(args.device)
+    if args.weights:
+        return _evaluate_pretrained(args, device)
+    if not args.checkpoint:
+        raise ValueError("evaluate needs a checkpoint (runs/<name>/best.pt) or --weights NAME (torchvision's weights)")
     model, config, state = load_model(args.checkpoint, map_location=device)
     changes = {"device": args.device}
     if args.split:
@@ -119,52 +247,52 @@ def _cmd_evaluate(args) -> int:
         payload = {k: v for k, v in result.items() if k != "confusion_matrix"}
         payload["confusion_matrix"] = result["confusion_matrix"].tolist()
         payload["classes"] = classes
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=1))
     return 0
 
 
 def _cmd_predict(args) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image
-
     from seglab.engine import load_model, resolve_device
-    from seglab.transforms import eval_transform
-    from seglab.viz import colorize
+    from seglab.predict import collect_inputs, plan_outputs, predict_files
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_size is not None and args.max_size < 1:
+        raise ValueError(f"--max-size must be >= 1 pixel, got {args.max_size}")
+    plan_outputs(collect_inputs(args.images), args.out, overlay=args.overlay, overwrite=args.overwrite)  # fail fast
     device = resolve_device(args.device)
     model, config, state = load_model(args.checkpoint, map_location=device)
     model.to(device)
-    colors = [tuple(c) for c in state["colors"]]
-    transform = eval_transform(pad_multiple=config.pad_multiple, max_size=config.max_size)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no image at {path}")
-        image = np.asarray(Image.open(path).convert("RGB"))
-        sample = transform(image=image, mask=np.zeros(image.shape[:2], dtype=np.int64))
-        h, w = sample["image"].shape[1:]
-        with torch.no_grad():
-            logits = model(sample["image"].unsqueeze(0).to(device))  # (1, K, H', W')
-        pred = logits.argmax(1)[0].cpu().numpy()
-        # remove the bottom/right padding, then map back to the original size (nearest: labels stay labels)
-        valid_h, valid_w = _unpadded_size(image.shape[:2], config.max_size)
-        pred = pred[:valid_h, :valid_w]
-        mask = Image.fromarray(colorize(pred, colors)).resize((image.shape[1], image.shape[0]), Image.NEAREST)
-        target = out / f"{path.stem}.png"
-        mask.save(target)
-        print(f"{path} -> {target}  ({w}x{h} input to the model)")
+    max_size = config.max_size if args.max_size is None else args.max_size
+    plan = predict_files(
+        model, args.images, args.out, state["colors"], max_size=max_size, pad_multiple=config.pad_multiple,
+        device=device, batch_size=args.batch_size, overlay=args.overlay, alpha=args.alpha, overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    extra = " and colour overlays" if args.overlay else ""
+    print(f"wrote {len(plan.masks)} class-index palette PNGs{extra} to {args.out}/ "
+          f"(full input size; model input longer side <= {max_size or 'full'})")
     return 0
 
 
-def _unpadded_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
-    h, w = size
-    if max_size is None:
-        return h, w
-    scale = max_size / max(h, w)
-    return round(h * scale), round(w * scale)
+def _cmd_check_data(args) -> int:
+    from seglab.data import build_dataset, check_dataset
+
+    classes = _classes_from_args(args)
+    kwargs = {"classes": classes} if classes is not None else {}
+    problems = 0
+    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+        dataset = build_dataset(args.dataset, split, root=args.data_root, **kwargs)
+        found = check_dataset(dataset, progress=True)
+        for message in found:
+            print(f"  {message}", file=sys.stderr)
+        print(f"{args.dataset}/{split}: {len(dataset)} pairs checked, " + (f"{len(found)} bad" if found else "all good"))
+        problems += len(found)
+    if problems:
+        print(f"error: {problems} bad pairs (listed above): fix or remove those files", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _cmd_download(args) -> int:
@@ -175,19 +303,61 @@ def _cmd_download(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m seglab`` and the ``seglab`` script. Returns the exit code."""
-    import os
+def _error_message(error: BaseException) -> str:
+    """One line for a failed command: what went wrong and how to fix it."""
+    from PIL import Image
 
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, KeyError):
+        key = error.args[0] if error.args else "?"
+        return (f"a required entry {key!r} is missing (KeyError); a checkpoint or file from another program or "
+                "version? Use a last.pt / best.pt written by `python -m seglab train`")
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: its last line is the error
+        text = text.splitlines()[-1].strip()
+    if isinstance(error, FloatingPointError):
+        return text if "--lr" in text else f"{text}: training diverged; lower --lr (e.g. by 10x)"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"{text}. Downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
+    if isinstance(error, MemoryError):
+        return "out of memory: lower --batch-size, --crop-size or --max-size"
+    if isinstance(error, OSError) and error.errno is not None:  # raw from the OS: add what to do
+        hints = {IsADirectoryError: "a folder is in the way of a file; give a file path instead",
+                 NotADirectoryError: "a file is in the way of a folder; give a folder path (or move the file)",
+                 FileExistsError: "remove it or choose another path",
+                 PermissionError: "no permission; choose a path you can write to"}
+        hint = next((h for kind, h in hints.items() if isinstance(error, kind)), None)
+        return f"{text}: {hint}" if hint else text
+    if isinstance(error, (ValueError, RuntimeError, OSError, FloatingPointError)):
+        return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return f"{type(error).__name__}: {text} (unexpected: rerun with --debug for the traceback and report it)"
+
+
+def _debug_requested(argv: list[str] | None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get("SEGLAB_DEBUG", "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m seglab`` and the ``seglab`` script. Returns the exit code.
+
+    A failure prints one line ``error: ...`` (what went wrong and how to fix it) to stderr and
+    returns 2; ``--debug`` (anywhere on the command line) or ``SEGLAB_DEBUG=1`` shows the full
+    traceback instead. Ctrl-C returns 130.
+    """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    debug = _debug_requested(argv)
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
     args = build_parser().parse_args(argv)
-    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "download": _cmd_download}
+    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "download": _cmd_download,
+                "check-data": _cmd_check_data}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 -- every failure becomes one line; --debug shows the traceback
+        if debug:
+            raise
+        print(f"error: {_error_message(error)}", file=sys.stderr)
         return 2
 
 

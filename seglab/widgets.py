@@ -8,6 +8,14 @@ faster and sturdier than re-running ``plt.show`` inside an ``Output``, and works
 JupyterLab, classic Notebook and VS Code. ``explorer.status`` (HTML) shows numbers and errors;
 ``explorer.redraw_seconds`` is the wall time of the last redraw.
 
+Every explorer also leaves a picture behind: its display carries, next to the live widget view, a
+static ``image/png`` of its current figure (and its status as ``text/plain``). JupyterLab and
+Notebook show the live widget; nbviewer, GitHub, ``jupyter nbconvert --to html`` and any viewer
+without the widget state show the PNG instead of ``DilationExplorer(children=(HBox(...``. When a
+displayed explorer redraws (a later cell sets ``.value``, a training epoch ends, a slider moves),
+its picture in the notebook is refreshed once at the end of the next executed cell
+(``update_display``), so that an executed notebook stores the figure the explorer showed last.
+
 Expensive work (model outputs, gradients, histories) is computed once and cached, so that moving a
 control only redraws a figure (well under 0.5 s at 256×256 on a 2-core CPU; measured by
 ``benchmarks/widgets.py``).
@@ -19,10 +27,13 @@ Explorers: ``DilationExplorer``, ``PredictionBrowser``, ``SkipExplorer``,
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
+import re
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +41,9 @@ import ipywidgets as widgets
 import numpy as np
 
 from seglab import viz
+from seglab.viz.core import _as_mask, _as_pred
+from seglab.viz.masks import _image_scores
+from seglab.viz.skips import _trimap_iou
 
 __all__ = [
     "DilationExplorer",
@@ -41,6 +55,28 @@ __all__ = [
 ]
 
 _WIDE = {"description_width": "initial"}
+
+_STALE: "weakref.WeakSet[_FigureView]" = weakref.WeakSet()  # displayed explorers redrawn since their last update
+_HOOKED: set[int] = set()  # ids of the IPython shells our post_run_cell hook is registered with
+
+
+def _refresh_pictures(*_args) -> None:
+    """IPython ``post_run_cell`` hook: refresh the static picture of every explorer redrawn since."""
+    for view in list(_STALE):
+        _STALE.discard(view)
+        view._update_pictures()
+
+
+def _hook_cell_end() -> None:
+    """Register ``_refresh_pictures`` to run after every cell (once per IPython shell; none outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - ipywidgets depends on IPython
+        return
+    shell = get_ipython()
+    if shell is not None and id(shell) not in _HOOKED:
+        shell.events.register("post_run_cell", _refresh_pictures)
+        _HOOKED.add(id(shell))
 
 
 class _FigureView(widgets.VBox):
@@ -55,8 +91,37 @@ class _FigureView(widgets.VBox):
         self.status = widgets.HTML()
         self.redraw_seconds = math.nan
         self.error: str | None = None
+        self._pictures: list = []  # IPython DisplayHandles of this explorer's displays
         super().__init__(children=[*controls, self.image, self.status])
         self.add_class("seglab-" + type(self).__name__)  # a CSS hook (also used by tests/test_browser.py)
+
+    # ------------------------------------------------------------ the picture left in the notebook
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The widget view, plus ``image/png`` of the current figure and the status as ``text/plain``.
+
+        Frontends with the widget manager render the live view; static renderers (nbviewer,
+        GitHub, nbconvert without widget state) fall back to the PNG.
+        """
+        data = widgets.VBox._repr_mimebundle_(self, **kwargs) or {}
+        status = html.unescape(re.sub(r"<[^>]+>", " ", self.status.value or "")).strip()
+        data["text/plain"] = f"{type(self).__name__}: {' '.join(status.split())}" if status else type(self).__name__
+        if self.image.value:
+            data["image/png"] = base64.b64encode(bytes(self.image.value)).decode("ascii")
+        return data
+
+    def _ipython_display_(self) -> None:
+        """Display as ``_repr_mimebundle_`` with a display id, so that the picture can be refreshed."""
+        from IPython.display import display
+
+        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        if handle is not None:
+            self._pictures.append(handle)
+            _hook_cell_end()
+
+    def _update_pictures(self) -> None:
+        bundle = self._repr_mimebundle_()
+        for handle in self._pictures:
+            handle.update(bundle, raw=True)
 
     def _draw(self):  # pragma: no cover - every subclass overrides it
         raise NotImplementedError
@@ -74,6 +139,7 @@ class _FigureView(widgets.VBox):
         except Exception as err:  # shown to the user: an observer's exception would only reach the log
             self.error = f"{type(err).__name__}: {err}"
             self.status.value = f"<span style='color:#b00020'>{html.escape(self.error)}</span>"
+            self._mark_stale()
 
     def redraw(self) -> None:
         """Draw the figure for the current control values into ``self.image`` (raises on error)."""
@@ -83,6 +149,12 @@ class _FigureView(widgets.VBox):
         self.error = None
         self.status.value = self._status()
         self.redraw_seconds = time.perf_counter() - start
+        self._mark_stale()
+
+    def _mark_stale(self) -> None:
+        """The figure changed: refresh this explorer's pictures in the notebook after the current cell."""
+        if self._pictures:
+            _STALE.add(self)
 
 
 # ------------------------------------------------------------------------------------- dilation
@@ -203,7 +275,7 @@ class PredictionBrowser(_FigureView):
         self.ignore_index, self.model, self.device = ignore_index, model, device
         if model is not None:
             model.eval()
-        self._preds = {} if preds is None else {i: viz._as_pred(p) for i, p in enumerate(preds)}
+        self._preds = {} if preds is None else {i: _as_pred(p) for i, p in enumerate(preds)}
         self._scores: dict[int, dict] = {}
         self._order = list(range(len(masks)))
         self.index = widgets.IntSlider(0, min=0, max=len(masks) - 1, description="image", continuous_update=False)
@@ -231,7 +303,7 @@ class PredictionBrowser(_FigureView):
     def scores(self, i: int) -> dict:
         """``{"mIoU", "pixel_accuracy"}`` of image ``i`` (fractions)."""
         if i not in self._scores:
-            self._scores[i] = viz._image_scores(self.prediction(i), viz._as_mask(self.masks[i]), len(self.classes),
+            self._scores[i] = _image_scores(self.prediction(i), _as_mask(self.masks[i]), len(self.classes),
                                                 self.ignore_index)
         return self._scores[i]
 
@@ -291,7 +363,7 @@ class SkipExplorer(_FigureView):
                  band_widths: Sequence[int] = (1, 2, 4, 8, 16, 32), device="cpu") -> None:
         if not models:
             raise ValueError("models is empty: pass {name: model or prediction}")
-        self.image_data, self.mask = image, viz._as_mask(mask)
+        self.image_data, self.mask = image, _as_mask(mask)
         self.classes, self.colors, self.ignore_index = tuple(classes), colors, ignore_index
         self.band_widths = tuple(band_widths)
         self.preds: dict[str, np.ndarray] = {}
@@ -304,7 +376,7 @@ class SkipExplorer(_FigureView):
                 if out["features"]:
                     self.features[name] = self._pick(out["features"], stages)
             else:
-                self.preds[name] = viz._as_pred(m)
+                self.preds[name] = _as_pred(m)
         self._trimap_curves: dict[str, list[float]] | None = None
         self.view = widgets.ToggleButtons(options=self._VIEWS if self.features else self._VIEWS[:2], description="show")
         self.band_width = widgets.IntSlider(4, min=1, max=max(self.band_widths), description="band (px)",
@@ -330,7 +402,7 @@ class SkipExplorer(_FigureView):
         """``{name: trimap mIoU per band width}`` (computed once)."""
         if self._trimap_curves is None:
             self._trimap_curves = {
-                name: [viz._trimap_iou(p, self.mask, len(self.classes), w, self.ignore_index) for w in self.band_widths]
+                name: [_trimap_iou(p, self.mask, len(self.classes), w, self.ignore_index) for w in self.band_widths]
                 for name, p in self.preds.items()
             }
         return self._trimap_curves
@@ -589,6 +661,7 @@ class RunComparer(_FigureView):
         if not self.runs.value:
             self.image.value = b""
             self.status.value = f"no run selected ({len(self.runs.options)} found in {html.escape(str(self.folder))})"
+            self._mark_stale()
             return
         super().redraw()
 

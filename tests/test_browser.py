@@ -195,6 +195,11 @@ def _wait_new_src(page, explorer: str, old: str, timeout_ms: int = 20_000) -> st
     return _image_src(page, explorer)
 
 
+def _status(page, explorer: str):
+    """The explorer's status line (an ``ipywidgets.HTML``), as a Playwright locator."""
+    return page.locator(f".seglab-{explorer} .widget-html-content").first
+
+
 def _press_slider(page, explorer: str, index: int, key: str = "ArrowRight") -> None:
     handle = page.locator(f".seglab-{explorer} .widget-slider .noUi-handle").nth(index)
     handle.scroll_into_view_if_needed()
@@ -204,6 +209,7 @@ def _press_slider(page, explorer: str, index: int, key: str = "ArrowRight") -> N
 
 def test_widgets_render_and_respond_in_jupyterlab(jupyterlab, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    expect = sync_api.expect
     base, token, _ = jupyterlab
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -243,22 +249,19 @@ def test_widgets_render_and_respond_in_jupyterlab(jupyterlab, tmp_path):
             texts = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
             assert not texts, f"the notebook raised: {texts}"
 
+            # The kernel sends the new picture and the new status text as two separate widget updates,
+            # so each assertion waits for the very state it checks (Playwright's auto-retrying expect),
+            # never for the picture as a proxy of the text.
             old = _image_src(page, "DilationExplorer")
-            status = page.locator(".seglab-DilationExplorer .widget-html-content").first.inner_text()
             _press_slider(page, "DilationExplorer", 1)  # the "rate 1" slider: 1 -> 2
             new = _wait_new_src(page, "DilationExplorer", old)
             assert new != old
-            page.wait_for_function(
-                "old => document.querySelector('.seglab-DilationExplorer .widget-html-content').innerText !== old",
-                arg=status, polling=250,
-            )
-            assert "rates (2, 2, 3)" in page.locator(".seglab-DilationExplorer .widget-html-content").first.inner_text()
+            expect(_status(page, "DilationExplorer")).to_contain_text("rates (2, 2, 3)", timeout=30_000)
 
             old = _image_src(page, "PredictionBrowser")
             _press_slider(page, "PredictionBrowser", 0)  # image 0 -> 1 (the model runs in the kernel)
             _wait_new_src(page, "PredictionBrowser", old)
-            status = page.locator(".seglab-PredictionBrowser .widget-html-content").first.inner_text()
-            assert "image 1 (2 of 6)" in status
+            expect(_status(page, "PredictionBrowser")).to_contain_text("image 1 (2 of 6)", timeout=30_000)
 
             page.screenshot(path=str(shots / "jupyterlab.png"))
             for explorer in EXPLORERS:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 from PIL import Image
 
 from seglab.cli import build_parser, config_from_args, main
@@ -15,13 +16,15 @@ def test_every_config_field_is_a_flag_with_the_same_default():
     args = build_parser().parse_args(["train"])
     assert config_from_args(args) == TrainConfig()
     args = build_parser().parse_args(
-        ["train", "--model", "fcn8s", "--batch-size", "3", "--lr", "0.5", "--no-amp", "--max-size", "100", "--resume"]
+        ["train", "--model", "fcn8s", "--batch-size", "3", "--lr", "0.5", "--amp", "off", "--max-size", "100", "--resume"]
     )
     config = config_from_args(args)
     assert (config.model, config.batch_size, config.lr, config.amp, config.max_size, config.resume) == (
-        "fcn8s", 3, 0.5, False, 100, True)
+        "fcn8s", 3, 0.5, "off", 100, True)
     flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
-    assert {f.name for f in dataclasses.fields(TrainConfig)} <= flags
+    # dataset_kwargs (a dict) comes from --classes / --classes-file
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - {"dataset_kwargs"} <= flags
+    assert {"classes", "classes_file"} <= flags
 
 
 def test_train_evaluate_predict(tmp_path, capsys):
@@ -38,7 +41,10 @@ def test_train_evaluate_predict(tmp_path, capsys):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(image)
     assert main(["predict", str(out / "best.pt"), str(image), "--out", str(tmp_path / "pred")]) == 0
     pred = Image.open(tmp_path / "pred" / "photo.png")
-    assert pred.size == (70, 50) and pred.mode == "RGB"
+    assert pred.size == (70, 50) and pred.mode == "P"  # class indices, palette = the dataset's colours
+    state = torch.load(out / "best.pt", weights_only=True)
+    assert np.array(pred).max() < state["num_classes"]
+    assert pred.getpalette()[:3 * state["num_classes"]] == [v for c in state["colors"] for v in c]
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys):

@@ -142,7 +142,7 @@ def test_resume_refuses_another_model(tmp_path):
     "changes, error, match",
     [
         ({"num_classes": 7}, ValueError, "has 4 classes"),
-        ({"model": "segformer"}, ValueError, "fcn8s"),
+        ({"model": "mask2former"}, ValueError, "fcn8s"),
         ({"dataset": "cityscapes"}, ValueError, "camvid"),
         ({"optimizer": "lion"}, ValueError, "adamw"),
         ({"batch_size": 100000}, ValueError, "batch-size"),

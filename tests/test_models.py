@@ -58,7 +58,8 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def test_list_models():
-    assert list_models() == ["fcn32s", "fcn16s", "fcn8s", "unet", "deeplabv3", "deeplabv3plus"]
+    assert list_models() == ["fcn32s", "fcn16s", "fcn8s", "unet", "deeplabv3", "deeplabv3plus", "fcn_dilated",
+                             "pspnet", "deeplabv1", "deeplabv2", "lraspp", "hrnet", "segformer"]
 
 
 def test_unknown_names_list_the_valid_ones():

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from seglab import viz
+from seglab.viz.masks import _image_scores
 
 CLASSES = ("background", "circle", "square")
 COLORS = ((0, 0, 0), (200, 0, 0), (0, 0, 200))
@@ -99,14 +100,14 @@ def test_overlay_blends_with_alpha_and_leaves_ignored_pixels(sample):
         viz.overlay(image, mask[:-1], COLORS)
 
 
-def test_error_map_marks_wrong_red_and_ignored_grey(sample):
+def test_error_map_marks_wrong_red_and_ignored_in_the_ignore_colour(sample):
     _, mask, pred = sample
     out = viz.error_map(mask, pred)
     red = np.all(out == (214, 39, 40), axis=-1)
-    grey = np.all(out == (150, 150, 150), axis=-1)
+    ignored = np.all(out == viz.IGNORE_COLOR, axis=-1)
     white = np.all(out == 255, axis=-1)
     assert red.sum() == 80 == ((pred != mask) & (mask != 255)).sum()
-    assert grey.sum() == 40 and grey[0].all()
+    assert ignored.sum() == 40 and ignored[0].all()
     assert white.sum() == mask.size - 120
     logits = F.one_hot(torch.from_numpy(pred), 3).permute(2, 0, 1).float()  # (K, H, W)
     np.testing.assert_array_equal(viz.error_map(mask, logits), out)
@@ -126,13 +127,13 @@ def test_image_scores_match_seglab_metrics():
         cm = ConfusionMatrix(5)  # class 4 absent from both: left out of the mean
         cm.update(torch.from_numpy(pred)[None], torch.from_numpy(mask)[None])
         expected = cm.compute()
-        got = viz._image_scores(pred, mask, 5)
+        got = _image_scores(pred, mask, 5)
         assert got["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-12)
         assert got["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"], abs=1e-12)
     # hand-computed: labelled pixels (gt 0 -> 0), (gt 0 -> 1): IoU(0) = 1/2, IoU(1) = 0/1 -> mIoU 1/4; 1 of 2 right
-    got = viz._image_scores(np.array([[0, 1, 1]]), np.array([[0, 0, 255]]), 2)
+    got = _image_scores(np.array([[0, 1, 1]]), np.array([[0, 0, 255]]), 2)
     assert got["mIoU"] == pytest.approx(0.25) and got["pixel_accuracy"] == pytest.approx(0.5)
-    assert math.isnan(viz._image_scores(np.zeros((1, 2), int), np.full((1, 2), 255), 2)["mIoU"])
+    assert math.isnan(_image_scores(np.zeros((1, 2), int), np.full((1, 2), 255), 2)["mIoU"])
 
 
 def test_show_mask_and_predictions_render_with_scores(sample):
@@ -146,10 +147,10 @@ def test_show_mask_and_predictions_render_with_scores(sample):
     masks = np.stack([mask, mask])
     preds = np.stack([pred, mask])
     fig = viz.show_predictions(images, masks, preds, CLASSES, COLORS)
-    scores = viz._image_scores(pred, mask, 3)
+    scores = _image_scores(pred, mask, 3)
     texts = _texts(fig)
     assert f"mIoU {scores['mIoU']:.1%}" in texts and "mIoU 100.0%" in texts
-    assert "wrong pixel" in texts and "ignored (255)" in texts
+    assert "wrong pixel" in texts and "ignore (255)" in texts
     assert len(fig.axes) == 8
     assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
     fig = viz.show_predictions(images[1:], masks[1:], preds[1:], CLASSES, COLORS, indices=[7])
@@ -308,7 +309,7 @@ def test_show_receptive_field_draws_box_support_and_erf(sample):
     erf[10:20, 10:20] = 1.0
     support = erf > 0
     fig = viz.show_receptive_field(image, (15, 15), erf=erf, support=support, box=(-5, -5, 35, 35), title="t")
-    rects = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)]
+    rects = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle) and p.get_linestyle() == "--"]
     assert len(rects) == 2 and rects[0].get_width() == 41 and rects[0].get_xy() == (-5.5, -5.5)
     texts = _texts(fig)
     assert "analytic RF box 41×41 px" in texts and "theoretical RF (10×10 px, 100 px)" in texts
@@ -374,7 +375,7 @@ def test_compare_predictions_reports_miou_and_trimap(sample):
     fig = viz.compare_predictions(image, mask, {"coarse": coarse, "fine": pred}, CLASSES, COLORS, band_width=2)
     texts = _texts(fig)
     for name, p in (("coarse", coarse), ("fine", pred)):
-        miou = viz._image_scores(p, mask, 3)["mIoU"]
+        miou = _image_scores(p, mask, 3)["mIoU"]
         trimap = trimap_iou(torch.from_numpy(p)[None], torch.from_numpy(mask)[None], 3, 2)
         assert f"{name}\nmIoU {miou:.1%}, trimap {trimap:.1%}" in texts
     assert "trimap band (width 2 px)" in texts
@@ -458,3 +459,150 @@ def test_plot_confusion_matrix_rows_are_recall():
     np.testing.assert_allclose(raw.axes[0].images[0].get_array(), cm.numpy())
     with pytest.raises(ValueError, match=r"\(3, 3\)"):
         viz.plot_confusion_matrix(np.eye(2), CLASSES)
+
+
+# ------------------------------------------------------- figures a learner can read (issue 12, section 5)
+def _srgb_to_lab(rgb) -> np.ndarray:
+    """CIELAB (D65) of sRGB colours 0..255: the standard sRGB -> XYZ -> L*a*b* formulas (CIE 15:2004)."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                  [0.0193339, 0.1191920, 0.9503041]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def _every_palette_colour() -> dict[str, np.ndarray]:
+    """Every ``*_COLORS`` palette of ``seglab.data.palettes`` (new palettes are picked up), plus the
+    error map's white (correct) and red (wrong), which are drawn next to the ignore colour too."""
+    from seglab.data import palettes
+
+    found = {name: np.asarray(getattr(palettes, name)) for name in dir(palettes) if name.endswith("_COLORS")}
+    assert {"VOC_COLORS", "CAMVID_COLORS", "ISBI_COLORS", "SYNTHETIC_COLORS"} <= set(found)
+    found["error map"] = np.array([(255, 255, 255), (214, 39, 40)])
+    return found
+
+
+def test_lab_conversion_matches_reference_values():
+    # published CIELAB (D65) values of sRGB white, black, red, mid grey
+    np.testing.assert_allclose(_srgb_to_lab([255, 255, 255]), [100, 0, 0], atol=0.01)
+    np.testing.assert_allclose(_srgb_to_lab([0, 0, 0]), [0, 0, 0], atol=0.01)
+    np.testing.assert_allclose(_srgb_to_lab([255, 0, 0]), [53.24, 80.09, 67.20], atol=0.02)
+    np.testing.assert_allclose(_srgb_to_lab([128, 128, 128]), [53.59, 0, 0], atol=0.02)
+
+
+def test_ignore_colour_is_far_from_every_class_colour_of_every_palette():
+    ignore = np.asarray(viz.IGNORE_COLOR)
+    for name, colours in _every_palette_colour().items():
+        delta_e = np.linalg.norm(_srgb_to_lab(colours) - _srgb_to_lab(ignore), axis=-1)  # CIE76 ΔE
+        rgb = np.linalg.norm(colours - ignore, axis=-1)
+        assert delta_e.min() >= 50, f"{name}: colour {colours[delta_e.argmin()]} is only ΔE {delta_e.min():.1f} away"
+        assert rgb.min() >= 140, f"{name}: colour {colours[rgb.argmin()]} is only {rgb.min():.0f} RGB units away"
+    # the test catches the colours of the issue: CamVid sky vs the old grey, CamVid pole vs VOC's cream
+    from seglab.data.palettes import CAMVID_COLORS
+
+    old = {"grey": (150, 150, 150), "cream": (224, 224, 192)}
+    near = {k: np.linalg.norm(_srgb_to_lab(CAMVID_COLORS) - _srgb_to_lab(v), axis=-1).min() for k, v in old.items()}
+    assert near["grey"] < 10 and near["cream"] < 25
+
+
+def test_colorize_paints_the_ground_truth_ignore_mask_over_a_prediction(sample):
+    _, mask, pred = sample
+    ignored = mask == 255
+    out = viz.colorize(pred, COLORS, ignore_mask=ignored)
+    assert np.all(out[ignored] == viz.IGNORE_COLOR)
+    np.testing.assert_array_equal(out[~ignored], np.asarray(COLORS, np.uint8)[pred[~ignored]])
+    np.testing.assert_array_equal(viz.colorize(pred, COLORS, ignore_mask=torch.from_numpy(ignored)), out)
+    with pytest.raises(ValueError, match="ignore_mask"):
+        viz.colorize(pred, COLORS, ignore_mask=ignored[:-1])
+
+
+def _panel(ax) -> np.ndarray:
+    return np.asarray(ax.images[0].get_array())
+
+
+def test_predictions_are_never_painted_on_ignored_pixels(sample):
+    image, mask, _ = sample
+    perfect = np.where(mask == 255, 0, mask)  # a "perfect" map that predicts class 0 on the 255 strip
+    ignored = mask == 255
+    fig = viz.compare_predictions(image, mask, {"perfect": perfect, "logits": F.one_hot(torch.from_numpy(perfect), 3)
+                                                .permute(2, 0, 1).float()}, CLASSES, COLORS, band_width=2)
+    for ax in fig.axes[2:4]:  # the two prediction panels of the top row
+        shown = _panel(ax)
+        assert np.all(shown[ignored] == viz.IGNORE_COLOR), "a class colour was painted on ignored pixels"
+        np.testing.assert_array_equal(shown[~ignored], np.asarray(COLORS, np.uint8)[perfect[~ignored]])
+    assert "ignore (255)" in _texts(fig)
+    fig = viz.compare_predictions(image, mask, {"perfect": perfect}, CLASSES, COLORS, show_errors=False)
+    assert np.all(_panel(fig.axes[2])[ignored] == viz.IGNORE_COLOR) and "ignore (255)" in _texts(fig)
+    fig = viz.show_predictions(image[None], mask[None], perfect[None], CLASSES, COLORS)
+    assert np.all(_panel(fig.axes[2])[ignored] == viz.IGNORE_COLOR)
+    assert np.all(_panel(fig.axes[3])[ignored] == viz.IGNORE_COLOR)  # error map: the same colour
+
+
+def _legends(fig: Figure) -> list:
+    return [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+
+
+def _assert_no_legend_over_data(fig: Figure) -> None:
+    """Every legend lies outside every axes that holds data (lines, bars, images)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # constrained layout places the legends
+    renderer = canvas.get_renderer()
+    legends = _legends(fig)
+    assert legends, "test bug: the figure has no legend"
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            if ax.lines or ax.patches or ax.images:
+                assert not box.overlaps(ax.get_window_extent(renderer)), f"a legend covers the axes {ax.get_title()!r}"
+
+
+def test_no_legend_over_data():
+    curves = {"DeepLabV3": [0.2, 0.3, 0.4, 0.5], "DeepLabV3+": [0.3, 0.4, 0.5, 0.55],
+              "perfect, stride 16": [0.5, 0.7, 0.9, 0.95], "perfect, stride 4": [0.9, 0.95, 0.99, 1.0]}
+    _assert_no_legend_over_data(viz.plot_trimap_curves([1, 2, 4, 8], curves))
+    _assert_no_legend_over_data(viz.plot_history(_history()))
+    _assert_no_legend_over_data(viz.plot_history({"a": _history(), "b": _history(4, best=1)}, show_lr=True))
+    fig = viz.plot_trimap_curves([1, 2, 4, 8], curves)
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == set(curves)
+
+
+def test_plot_history_uses_a_log_loss_axis_for_losses_spanning_orders_of_magnitude():
+    history = _history()
+    assert viz.plot_history(history).axes[0].get_yscale() == "linear"  # 1.2 .. 0.2: one order
+    history[2]["val_loss"] = 265_000.0  # one diverged validation epoch (notebook 08)
+    fig = viz.plot_history(history)
+    assert fig.axes[0].get_yscale() == "log" and "(log scale)" in fig.axes[0].get_ylabel()
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo < 0.2 and hi > 265_000  # every curve and the outlier stay in view
+    assert viz.plot_history(history, loss_scale="linear").axes[0].get_yscale() == "linear"
+    assert viz.plot_history(_history(), loss_scale="log").axes[0].get_yscale() == "log"
+    edge = [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": viz.LOG_LOSS_RATIO}]
+    assert viz.plot_history(edge).axes[0].get_yscale() == "log"
+    edge[1]["train_loss"] = viz.LOG_LOSS_RATIO * 0.99
+    assert viz.plot_history(edge).axes[0].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="loss_scale"):
+        viz.plot_history(history, loss_scale="symlog")
+
+
+def test_receptive_field_larger_than_the_image_does_not_fill_the_frame(sample):
+    image = sample[0]  # 32×40
+    box = (-40, -30, 71, 69)  # a 112×100 RF box around the image centre: far larger than the image
+    fig = viz.show_receptive_field(image, (16, 20), support=np.ones((32, 40), bool), box=box)
+    ax = fig.axes[0]
+    (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+    assert left < box[1] - 0.5 and right > box[3] + 0.5 and top < box[0] - 0.5 and bottom > box[2] + 0.5
+    assert (box[3] - box[1] + 1) / (right - left) <= 1 / (1 + 2 * 0.1)  # a visible margin on each side
+    assert (box[2] - box[0] + 1) / (bottom - top) <= 1 / (1 + 2 * 0.1)
+    texts = _texts(fig)
+    assert "outside the image" in texts and "fills the image" in texts
+    assert viz.rf_frame((32, 40), box) == (top, left, bottom, right)
+    # an RF inside the image keeps the image as the frame, without notes
+    fig = viz.show_receptive_field(image, (16, 20), support=np.pad(np.ones((8, 8), bool), ((12, 12), (16, 16))),
+                                   box=(12, 16, 19, 23))
+    assert fig.axes[0].get_xlim() == (-0.5, 39.5) and fig.axes[0].get_ylim() == (31.5, -0.5)
+    assert "outside the image" not in _texts(fig) and "fills the image" not in _texts(fig)
+    assert viz.rf_frame((32, 40)) == (-0.5, -0.5, 31.5, 39.5)

@@ -30,7 +30,7 @@ from seglab.data.download import (
     fetch,
     safe_extract,
 )
-from seglab.data.palettes import IGNORE_COLOR, VOC_CLASSES, VOC_COLORS, voc_colormap
+from seglab.data.palettes import IGNORE_COLOR, VOC_CLASSES, VOC_COLORS, rgb_to_index, voc_colormap
 
 download_module = importlib.import_module("seglab.data.download")
 
@@ -155,12 +155,20 @@ def test_voc_env_var_and_explicit_root(voc_root, monkeypatch, tmp_path):
         VOCSegmentation("train", tmp_path / "elsewhere")  # explicit root wins over the variable
 
 
-def test_voc_rgb_mask_is_mapped_through_colours(voc_root):
+def test_voc_rgb_mask_is_refused_not_guessed(voc_root):
+    """An RGB-saved mask is an error naming the file and the repair, even when its colours are exact VOC
+    colours: VOC masks are palette PNGs, and the message's recipe (rgb_to_index) restores one losslessly."""
     root, masks = voc_root
     voc = root / "VOCdevkit" / "VOC2012"
     image_id = TRAIN_IDS[0]
     rgb = voc_colormap()[masks[image_id]]
-    Image.fromarray(rgb).save(voc / "SegmentationClass" / f"{image_id}.png")  # an RGB-saved mask
+    path = voc / "SegmentationClass" / f"{image_id}.png"
+    Image.fromarray(rgb).save(path)  # an RGB-saved mask
+    with pytest.raises(ValueError, match=rf"{image_id}\.png: an RGB image, not a VOC mask.*rgb_to_index"):
+        VOCSegmentation("train", root)[0]
+    # the repair the message describes gives back the original indices
+    repaired = rgb_to_index(np.asarray(Image.open(path)), VOC_COLORS, ignore_color=IGNORE_COLOR)
+    save_palette_png(repaired.astype(np.uint8), path)
     np.testing.assert_array_equal(VOCSegmentation("train", root)[0][1], masks[image_id])
 
 
@@ -190,7 +198,7 @@ def test_voc_errors(voc_root, tmp_path):
         VOCSegmentation("val", root)
 
     (voc / "JPEGImages" / f"{TRAIN_IDS[0]}.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"1 listed files are missing.*{TRAIN_IDS[0]}\.jpg"):
+    with pytest.raises(FileNotFoundError, match=rf"1 of the 3 ids.*the first is {TRAIN_IDS[0]} \(no JPEGImages/{TRAIN_IDS[0]}\.jpg"):
         VOCSegmentation("train", root)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from seglab import viz, widgets
+from seglab.viz.masks import _image_scores
 
 CLASSES = ("background", "circle", "square", "triangle")
 COLORS = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200))
@@ -77,7 +78,7 @@ def test_prediction_browser_with_given_predictions(shapes):
     rng = np.random.default_rng(0)
     preds = [np.where(rng.random(m.shape) < 0.1 * i, 0, m) for i, m in enumerate(masks)]  # worse and worse
     browser = widgets.PredictionBrowser(images, masks, preds, classes=CLASSES, colors=COLORS)
-    scores = [viz._image_scores(p, m, 4) for p, m in zip(preds, masks)]
+    scores = [_image_scores(p, m, 4) for p, m in zip(preds, masks)]
     assert f"mIoU {scores[0]['mIoU']:.1%}" in browser.status.value
     _change(browser, browser.index, 2)
     assert browser.current == 2 and f"mIoU {scores[2]['mIoU']:.1%}" in browser.status.value
@@ -256,3 +257,75 @@ def test_errors_in_a_redraw_are_shown_not_lost(tmp_path):
     comparer.view.value = "per-class IoU"
     assert "no &#x27;val_iou_per_class&#x27;" in comparer.status.value or "val_iou_per_class" in comparer.status.value
     assert comparer.error is not None and comparer.error.startswith("ValueError")
+
+
+# ------------------------------------------------------------------ the picture left in the notebook
+def test_every_explorer_bundle_carries_a_png_of_its_current_figure(shapes):
+    import base64
+
+    image, mask = shapes[0]
+    ex = widgets.DilationExplorer((1, 2, 3))
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live view, for JupyterLab / Notebook
+    assert base64.b64decode(bundle["image/png"]) == bytes(ex.image.value)  # the picture, for nbviewer / GitHub
+    assert bundle["text/plain"].startswith("DilationExplorer: rates (1, 2, 3): RF 13×13 px")
+    assert "children=" not in bundle["text/plain"]
+    after = _change(ex, ex.rates[0], 2)
+    bundle = ex._repr_mimebundle_()
+    assert base64.b64decode(bundle["image/png"]) == bytes(after) and "rates (2, 2, 3)" in bundle["text/plain"]
+    skips = widgets.SkipExplorer(image, mask, {"gt": mask}, CLASSES, COLORS)
+    assert base64.b64decode(skips._repr_mimebundle_()["image/png"]) == bytes(skips.image.value)
+    monitor = widgets.TrainingMonitor()
+    assert "image/png" not in monitor._repr_mimebundle_()  # nothing drawn yet: no picture, the status says why
+    assert monitor._repr_mimebundle_()["text/plain"] == "TrainingMonitor: waiting for the first epoch …"
+
+
+EXECUTED_CELLS = [
+    "from seglab import widgets\ndilation = widgets.DilationExplorer((1, 2, 3))\ndilation",
+    "dilation.rates[0].value = 2  # a later cell changes the explorer: its picture above follows",
+    """\
+from IPython.display import display
+monitor = widgets.TrainingMonitor()
+display(monitor)
+history = []
+for epoch in (1, 2, 3):  # stands in for seglab.engine.fit(config, callbacks=[monitor])
+    history.append({"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "val_mIoU": 0.2 * epoch})
+    monitor(history[-1], history)
+print("trained")""",
+    "dilation.rates[1].value  # an unrelated cell: nothing to refresh",
+]
+
+
+@pytest.mark.slow
+def test_executed_and_exported_notebook_shows_each_explorer_as_a_png(tmp_path):
+    """Run a notebook with nbclient (as CI and nbval do), then export it to HTML without the widget state
+    (as nbviewer and GitHub see it): each explorer's output holds a PNG of the figure it showed last."""
+    import base64
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in EXECUTED_CELLS]
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    def pictures(cell):
+        return [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+
+    (dilation,), (monitor,) = pictures(nb.cells[0]), pictures(nb.cells[2])
+    assert pictures(nb.cells[1]) == [] and pictures(nb.cells[3])[0].data["text/plain"] == "2"
+    for out in (dilation, monitor):
+        assert "application/vnd.jupyter.widget-view+json" in out.data
+        assert base64.b64decode(out.data["image/png"]).startswith(PNG_MAGIC)
+    # the picture is the explorer's last one, not its first: the later cell's change and the last epoch
+    assert "rates (2, 2, 3)" in dilation.data["text/plain"], dilation.data["text/plain"]
+    assert monitor.data["text/plain"].startswith("TrainingMonitor: epoch 3"), monitor.data["text/plain"]
+    expected = widgets.DilationExplorer((2, 2, 3))
+    assert base64.b64decode(dilation.data["image/png"]) == bytes(expected.image.value)
+
+    nb.metadata.pop("widgets", None)  # a notebook saved without widget state: what nbviewer / GitHub get
+    html_text, _ = HTMLExporter().from_notebook_node(nb)
+    assert html_text.count("data:image/png;base64,") >= 2
+    assert dilation.data["image/png"][:200] in html_text and monitor.data["image/png"][:200] in html_text
+    assert "children=(" not in html_text

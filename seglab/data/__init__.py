@@ -24,7 +24,10 @@ from typing import Any
 
 from .base import (
     DATA_ENV,
+    BadImageError,
     SegmentationDataset,
+    check_dataset,
+    check_first_items,
     check_mask,
     check_same_size,
     pad_collate,
@@ -57,6 +60,9 @@ __all__ = [
     "read_mask",
     "check_mask",
     "check_same_size",
+    "check_dataset",
+    "check_first_items",
+    "BadImageError",
 ]
 
 _DATASETS = ("synthetic", "voc", "camvid", "isbi2012", "folder")

@@ -24,7 +24,10 @@ from torch.utils.data import Dataset
 __all__ = [
     "DATA_ENV",
     "DATASET_SUBFOLDERS",
+    "BadImageError",
     "SegmentationDataset",
+    "check_dataset",
+    "check_first_items",
     "resolve_root",
     "read_image",
     "read_mask",
@@ -67,10 +70,72 @@ def resolve_root(name: str, root: str | os.PathLike | None = None) -> Path:
     return base / sub if sub else base
 
 
+class BadImageError(ValueError):
+    """An image or mask file that cannot be used: corrupt, truncated, not an image, too large, or of a
+    pixel format that cannot be converted without losing information. The message names the file."""
+
+
+# Everything Pillow raises on a damaged file: OSError ("image file is truncated", UnidentifiedImageError),
+# SyntaxError ("broken PNG file"), DecompressionBombError, and assorted ValueError/struct/zlib/EOF errors.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
+                  AttributeError, ArithmeticError, MemoryError, Image.DecompressionBombError)
+
+
+def _decode(path: str | os.PathLike, kind: str, read: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """``read(opened image)`` with every decoding failure turned into a ``BadImageError`` naming ``path``."""
+    try:
+        with Image.open(path) as im:
+            return read(im)
+    except BadImageError:
+        raise
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise BadImageError(
+            f"{path}: this {kind} is too large to decode safely ({error}). Downscale it, or, if you trust "
+            "the file, raise PIL.Image.MAX_IMAGE_PIXELS."
+        ) from error
+    except _DECODE_ERRORS as error:
+        raise BadImageError(
+            f"{path}: cannot read this {kind} ({type(error).__name__}: {error}). The file is corrupt, truncated "
+            "or not an image: re-export it from the original, or remove it (with its image or mask). "
+            "`python -m seglab check-data` checks every file of a dataset."
+        ) from error
+
+
+def _gray16_to_uint8(path, values: np.ndarray) -> np.ndarray:
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise BadImageError(
+            f"{path}: a 32-bit integer image with values {int(values.min())}..{int(values.max())} outside 0..65535; "
+            "save it as an 8-bit (or 16-bit) image."
+        )
+    # full range, rounded: 0 -> 0, 65535 -> 255 (v * 255 / 65535 = v / 257)
+    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB; grayscale is replicated to 3 channels."""
-    with Image.open(path) as im:
+    """Read an image file as ``(H, W, 3) uint8`` RGB; grayscale is replicated to 3 channels.
+
+    16-bit grayscale ("I;16", or "I" with values 0..65535) is scaled to 8 bits over its full range,
+    ``round(v * 255 / 65535)`` (so an image that uses only part of the range, e.g. 12-bit data, comes
+    out dark: rescale it yourself first). Alpha is dropped.
+
+    Raises:
+        BadImageError (a ValueError): the file is corrupt, truncated, not an image, larger than
+            Pillow's decompression-bomb limit, or floating-point; the message names the file.
+        FileNotFoundError: no file at ``path``.
+    """
+
+    def read(im: Image.Image) -> np.ndarray:
+        if im.mode.startswith("I;16") or im.mode == "I":
+            gray = _gray16_to_uint8(path, np.asarray(im).astype(np.int64))
+            return np.repeat(gray[..., None], 3, axis=2)
+        if im.mode == "F":
+            raise BadImageError(f"{path}: a floating-point image (mode 'F'); save it as an 8-bit RGB or grayscale "
+                                "image.")  # fmt: skip
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+    return _decode(path, "image", read)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -81,17 +146,21 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     give ``(H, W, 3) uint8`` for the caller to map colours to classes.
 
     Raises:
-        ValueError: for other image modes, naming the file and its mode.
+        BadImageError (a ValueError): the file is corrupt or truncated, or of another image mode
+            (naming the file and its mode).
     """
-    with Image.open(path) as im:
+
+    def read(im: Image.Image) -> np.ndarray:
         if im.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
             return np.array(im)
         if im.mode in ("RGB", "RGBA"):
             return np.array(im.convert("RGB"))
-        raise ValueError(
+        raise BadImageError(
             f"{path}: unsupported mask image mode {im.mode!r}; save masks as 8-bit class-index PNGs "
             "(mode 'L' or 'P') or as RGB colour masks."
         )
+
+    return _decode(path, "mask", read)
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, source: str) -> None:
@@ -185,11 +254,16 @@ class SegmentationDataset(Dataset):
         mask = self.decode_mask(read_mask(mask_path), mask_path)
         return image, mask, str(mask_path)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``index`` before the transform, checked: image ``(H, W, 3) uint8``, mask ``(H, W) int64``."""
         index = range(len(self))[index]  # negative indices; IndexError when out of range
         image, mask, source = self.load(index)
         check_same_size(image, mask, source)
         check_mask(mask, self.num_classes, self.ignore_index, source)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        image, mask = self.read(index)
         if self.transform is None:
             return image, mask
         out = self.transform(image=image, mask=mask)
@@ -200,6 +274,43 @@ class SegmentationDataset(Dataset):
             f"{type(self).__name__}(split={self.split!r}, root={str(self.root) if self.root else None!r}, "
             f"num_images={len(self)}, num_classes={self.num_classes})"
         )
+
+
+def check_dataset(dataset: Dataset, *, limit: int | None = None, progress: bool = False) -> list[str]:
+    """Decode and check the first ``limit`` items (default: all) of ``dataset``; return the problems found.
+
+    Each item is read without its transform (``SegmentationDataset.read``: image and mask decoded,
+    sizes compared, mask values checked), so a corrupt file, a truncated PNG or a bad mask is found
+    before training rather than after an epoch. Datasets that are not ``SegmentationDataset`` are
+    checked through ``dataset[i]``.
+
+    Returns:
+        One message per bad item (each names its file and says how to fix it); empty if all are good.
+    """
+    from tqdm.auto import tqdm
+
+    read = dataset.read if isinstance(dataset, SegmentationDataset) else dataset.__getitem__
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    problems = []
+    name = f"check {getattr(dataset, 'split', '')}".strip()
+    for index in tqdm(range(count), desc=name, unit=" pairs", disable=not progress, leave=False):
+        try:
+            read(index)
+        except (ValueError, OSError) as error:  # BadImageError, bad mask values/sizes, missing files
+            problems.append(str(error))
+    return problems
+
+
+def check_first_items(*datasets: Dataset) -> None:
+    """Decode and check item 0 of each dataset now (as ``check_dataset(limit=1)``), so that a bad file
+    stops a run at start-up instead of after an epoch.
+
+    Raises:
+        BadImageError / ValueError: the first problem found (naming the file and the fix).
+    """
+    for dataset in datasets:
+        if len(dataset):
+            (dataset.read if isinstance(dataset, SegmentationDataset) else dataset.__getitem__)(0)
 
 
 def pad_collate(

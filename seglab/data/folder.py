@@ -18,17 +18,19 @@ import numpy as np
 from .base import SegmentationDataset, read_image
 from .palettes import rgb_to_index, voc_colormap
 
-__all__ = ["ImageFolderDataset", "IMAGE_EXTENSIONS", "MASK_EXTENSIONS"]
+__all__ = ["ImageFolderDataset", "IMAGE_EXTENSIONS", "MASK_EXTENSIONS", "LOSSY_MASK_EXTENSIONS"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff")
+#: Lossy formats, refused as masks: compression invents values at class borders (labels that exist nowhere).
+LOSSY_MASK_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".jfif", ".webp")
 
 
-def _by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
+def _by_stem(folder: Path, extensions: tuple[str, ...], check_unique: bool = True) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in extensions:
-            if path.stem in found:
+            if path.stem in found and check_unique:
                 raise ValueError(
                     f"{folder}: two files share the stem {path.stem!r} ({found[path.stem].name}, {path.name}); "
                     "keep one so that images and masks pair unambiguously."
@@ -97,6 +99,15 @@ class ImageFolderDataset(SegmentationDataset):
 
         images, masks = _by_stem(images_dir, IMAGE_EXTENSIONS), _by_stem(masks_dir, MASK_EXTENSIONS)
         lonely_images = sorted(set(images) - set(masks))
+        lossy = sorted(p.name for stem, p in _by_stem(masks_dir, LOSSY_MASK_EXTENSIONS, check_unique=False).items()
+                       if stem in lonely_images)  # fmt: skip
+        if lossy:
+            raise ValueError(
+                f"ImageFolderDataset: {len(lossy)} masks in {masks_dir} are lossy JPEG/WebP files (e.g. {lossy[:5]}), "
+                "which are refused: lossy compression changes pixel values near every class border, creating "
+                "class indices (or colours) that were never annotated. Export the masks again, from the "
+                "original annotation, as PNG (converting the JPEG would keep its damage)."
+            )
         lonely_masks = sorted(set(masks) - set(images))
         if lonely_images or lonely_masks:
             raise ValueError(

@@ -33,7 +33,9 @@ __all__ = [
     "rgb_to_index",
 ]
 
-#: Display colour of ignored pixels (255); equal to ``voc_colormap()[255]``.
+#: Colour of ignored pixels (255) *in VOC's colour-coded mask files*, equal to ``voc_colormap()[255]``:
+#: used to read such files (``rgb_to_index``). Pictures draw ignored pixels in ``seglab.viz.IGNORE_COLOR``
+#: (magenta) instead, because this cream is hard to tell from CamVid's pole (192, 192, 128).
 IGNORE_COLOR: tuple[int, int, int] = (224, 224, 192)
 
 

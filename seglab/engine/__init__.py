@@ -8,6 +8,7 @@ A package of small modules, each readable (and copyable) on its own:
 - ``loop``:       ``train_one_epoch`` and ``evaluate`` (no host sync per step)
 - ``checkpoint``: atomic writes, checkpoints, history, ``load_model``
 - ``run``:        ``fit``, the whole run, with exact resume
+- ``distributed``: ``torchrun`` / DDP: process group, SyncBatchNorm, exact distributed evaluation
 
 Recipe (Chen et al. 2017, DeepLabV3 section 4.1, also used by torchvision's segmentation references):
 pixel-wise cross-entropy with ``ignore_index=255``, SGD with momentum 0.9 and the "poly" learning

@@ -126,8 +126,9 @@ def build_loaders(
     train_tf = train_transform(config.crop_size, scale=scale, ignore_index=config.ignore_index, max_size=config.max_size)
     val_max_size = None if config.val_full_size else config.max_size
     val_tf = eval_transform(pad_multiple=config.pad_multiple, ignore_index=config.ignore_index, max_size=val_max_size)
-    train_set = build_dataset(config.dataset, config.train_split, root=config.data_root, transform=train_tf)
-    val_set = build_dataset(config.dataset, config.val_split, root=config.data_root, transform=val_tf)
+    extra = dict(config.dataset_kwargs)  # e.g. the class names of a folder dataset
+    train_set = build_dataset(config.dataset, config.train_split, root=config.data_root, transform=train_tf, **extra)
+    val_set = build_dataset(config.dataset, config.val_split, root=config.data_root, transform=val_tf, **extra)
     if config.num_classes is not None and config.num_classes != train_set.num_classes:
         raise ValueError(
             f"num_classes={config.num_classes} but dataset {config.dataset!r} has {train_set.num_classes} classes "

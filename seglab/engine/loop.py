@@ -128,6 +128,14 @@ def train_one_epoch(
     }
 
 
+def _shrink(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear downsizing. torch's antialiased kernel is wrong for outputs 1 pixel wide and more
+    than 1 high (checked against PIL), so that case resizes the transposed image instead."""
+    if size[1] == 1 and size[0] > 1:
+        return _shrink(images.transpose(-1, -2), size[::-1]).transpose(-1, -2)
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def forward_resized(model: nn.Module, images: torch.Tensor, max_size: int | None, pad_multiple: int = 32) -> torch.Tensor:
     """Logits at the size of ``images``, computed at reduced size.
 
@@ -139,8 +147,7 @@ def forward_resized(model: nn.Module, images: torch.Tensor, max_size: int | None
     height, width = images.shape[-2:]
     scale = 1.0 if max_size is None else min(1.0, max_size / max(height, width))
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    x = images if (h, w) == (height, width) else F.interpolate(
-        images, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    x = images if (h, w) == (height, width) else _shrink(images, (h, w))
     pad_h, pad_w = (-h) % pad_multiple, (-w) % pad_multiple
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))  # 0 = the ImageNet mean colour after normalisation

@@ -21,11 +21,17 @@ import torch
 
 from seglab.engine.build import build_model_for, build_optimizer, build_scheduler
 from seglab.engine.checkpoint import (
-    atomic_write_bytes, load_checkpoint, plot_curves, rng_state, save_checkpoint, set_rng_state, write_history,
+    atomic_write_bytes, check_finite_gradients, check_finite_model, load_checkpoint, plot_curves, remove_stale_tmp,
+    rng_state, run_folder_lock, save_checkpoint, set_rng_state, write_history,
 )
 from seglab.engine.config import TrainConfig, resolve_amp_dtype, resolve_channels_last, resolve_device
+from seglab.engine.distributed import (
+    DistInfo, ShardSampler, all_reduce_sum, check_batch_for_batchnorm, convert_sync_batchnorm, distributed_session,
+    evaluate_distributed, has_batchnorm,
+)
 from seglab.engine.loaders import base_dataset, build_loaders
 from seglab.engine.loop import evaluate, train_one_epoch
+from seglab.data import check_first_items
 from seglab.losses import build_loss
 
 __all__ = ["fit", "Callback", "epoch_seed"]
@@ -65,9 +71,29 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
         FileNotFoundError / ValueError: bad dataset, model or options (messages say how to fix them).
         RuntimeError: ``resume=True`` with a checkpoint of another model/dataset.
         KeyboardInterrupt: re-raised after printing how to resume; ``last.pt`` holds the last full epoch.
+
+    Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; :mod:`seglab.engine.distributed`): one
+    process per GPU (or CPU process with Gloo), the model in ``DistributedDataParallel``, each epoch
+    sharded by a ``DistributedSampler``, BatchNorm as SyncBatchNorm unless ``sync_batchnorm=False``,
+    validation scored exactly (disjoint shards, confusion matrices summed). ``batch_size`` is per process:
+    the global batch is ``batch_size * world_size * accumulate_steps``. Only rank 0 prints, calls the
+    callbacks and writes files; every rank loads ``last.pt`` on resume, which needs the same world size.
+    Every rank returns the same history.
     """
+    with distributed_session(config.device, config.dist_backend, config.dist_timeout) as dist_info:
+        # one run per --out folder (rank 0 holds the lock); anomaly mode restored on exit
+        with run_folder_lock(config.out, enabled=dist_info.is_main), torch.autograd.set_detect_anomaly(
+                config.detect_anomaly):
+            if dist_info.is_main:
+                remove_stale_tmp(config.out, verbose=config.verbose)  # temp files of a killed run
+            return _fit(config, callbacks, dist_info)
+
+
+def _fit(config: TrainConfig, callbacks: Iterable[Callback], dist_info: DistInfo) -> list[dict]:
     out = Path(config.out)
-    device = resolve_device(config.device)
+    device = dist_info.device  # resolve_device(config.device), or this rank's GPU under torchrun
+    main, world = dist_info.is_main, dist_info.world_size
+    verbose = config.verbose and main
     _seed_everything(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -75,10 +101,25 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
         torch.backends.cudnn.benchmark = not config.deterministic
 
     train_loader, val_loader = build_loaders(config, device)
+    if dist_info.enabled:  # the same loaders, each rank on its shard (training: reshuffled every epoch)
+        from torch.utils.data.distributed import DistributedSampler
+
+        train_loader, val_loader = build_loaders(
+            config, device,
+            train_sampler=DistributedSampler(train_loader.dataset, num_replicas=world, rank=dist_info.rank,
+                                             shuffle=True, seed=config.seed, drop_last=True),
+            val_sampler=ShardSampler(len(val_loader.dataset), dist_info.rank, world),
+        )
+    check_first_items(base_dataset(train_loader.dataset), base_dataset(val_loader.dataset))  # bad files: now
     dataset = base_dataset(train_loader.dataset)
     num_classes = dataset.num_classes
     classes = list(dataset.classes)
     model = build_model_for(config, num_classes).to(device)
+    if config.detect_anomaly:
+        check_finite_gradients(model)  # every gradient, every step (slow: debugging)
+    check_batch_for_batchnorm(model, config.batch_size, world, config.sync_batchnorm)
+    if dist_info.enabled and config.sync_batchnorm and has_batchnorm(model):
+        model = convert_sync_batchnorm(model, device)  # statistics over the global batch; same state dict
     channels_last = resolve_channels_last(config.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -97,7 +138,18 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
     scheduler = build_scheduler(config, optimizer, config.epochs * steps_per_epoch, steps_per_epoch)
     amp_dtype = resolve_amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    train_model = torch.compile(model) if config.compile else model  # same parameters, compiled forward
+    train_model = model
+    if dist_info.enabled:  # gradients averaged over the ranks during backward
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)  # same parameters, compiled forward
+    if verbose and (dist_info.enabled or config.accumulate_steps > 1):
+        print(f"global batch {config.batch_size * world * config.accumulate_steps} = batch {config.batch_size} per "
+              f"process x {world} process(es) x {config.accumulate_steps} accumulated"
+              + (f" ({dist_info.backend}, SyncBatchNorm {'on' if config.sync_batchnorm and has_batchnorm(model) else 'off'})"
+                 if dist_info.enabled else ""), flush=True)
 
     history: list[dict] = []
     best = -math.inf
@@ -111,6 +163,12 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
                     f"cannot resume: {out / 'last.pt'} was trained with {key}={saved.get(key)!r} but the config says "
                     f"{getattr(config, key)!r}; use the same settings or another --out folder"
                 )
+        if state.get("world_size", 1) != world:
+            raise RuntimeError(
+                f"cannot resume: {out / 'last.pt'} was trained by {state.get('world_size', 1)} process(es), this run has "
+                f"{world}; exact resume needs the same world size: torchrun --nproc_per_node="
+                f"{state.get('world_size', 1)} (or start a new --out folder)"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -120,32 +178,41 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
         history = list(state["history"])
         best = state["best_mIoU"]
         start_epoch = state["epoch"] + 1
-        if config.verbose:
+        if verbose:
             print(f"resumed from {out / 'last.pt'} at epoch {state['epoch']} (best val mIoU {best:.4f})")
-    elif (out / "last.pt").exists() and config.verbose:
+    elif (out / "last.pt").exists() and verbose:
         print(f"note: {out} already holds a run; it will be overwritten (pass --resume to continue it)")
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
     title = f"{config.model} on {config.dataset}"
     elapsed = history[-1].get("elapsed", 0.0) if history else 0.0
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             seed = epoch_seed(config.seed, epoch)
             train_loader.sampler.set_epoch(seed)  # shuffling order and every sample's augmentation
-            torch.manual_seed(seed)  # dropout
+            torch.manual_seed(seed + 1_000_003 * dist_info.rank)  # dropout, its own on every rank
             train = train_one_epoch(
                 train_model, train_loader, criterion, optimizer, scheduler, device=device, amp_dtype=amp_dtype,
                 scaler=scaler, channels_last=channels_last, max_batches=config.max_train_batches,
                 accumulate_steps=config.accumulate_steps, log_every=config.log_every,
-                progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
+                progress=config.progress and main, desc=f"epoch {epoch}/{config.epochs}",
             )
+            check_finite_model(model, epoch=epoch, out=out, lr=config.lr)  # never evaluate or save a diverged model
+            if dist_info.enabled:  # every rank ran as many batches: the global mean loss, images, slowest rank
+                totals = all_reduce_sum(torch.tensor([train["train_loss"], train["images"]], dtype=torch.float64,
+                                                     device=device))  # NCCL reduces device tensors only
+                slowest = torch.tensor([train["seconds"]], dtype=torch.float64, device=device)
+                torch.distributed.all_reduce(slowest, op=torch.distributed.ReduceOp.MAX)
+                train = dict(train, train_loss=totals[0].item() / world, images=int(totals[1].item()),
+                             seconds=slowest.item(), images_per_s=totals[1].item() / max(slowest.item(), 1e-9))
             val_start = time.perf_counter()
-            val = evaluate(
+            val = (evaluate_distributed if dist_info.enabled else evaluate)(
                 model, val_loader, num_classes, device=device, criterion=criterion, ignore_index=config.ignore_index,
                 amp_dtype=amp_dtype, channels_last=channels_last, max_batches=config.max_val_batches,
                 input_max_size=config.max_size if config.val_full_size else None, pad_multiple=config.pad_multiple,
-                progress=config.progress,
+                progress=config.progress and main,
             )
             seconds = train["seconds"] + time.perf_counter() - val_start
             elapsed += seconds
@@ -179,7 +246,10 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
                 "classes": classes,
                 "colors": [list(c) for c in dataset.colors],
                 "rng": rng_state(),
+                "world_size": world,
             }
+            if not main:  # only rank 0 writes, prints and calls back; the others hold the same record
+                continue
             if improved:
                 save_checkpoint(out / "best.pt", state)
             save_checkpoint(out / "last.pt", state)  # written last: resume never skips a best.pt
@@ -197,10 +267,13 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
                 callback(record, history)
     except KeyboardInterrupt:
         done = history[-1]["epoch"] if history else start_epoch - 1
-        print(
-            f"\ninterrupted during epoch {done + 1}; {out / 'last.pt'} holds epoch {done}. "
-            f"Continue with: python -m seglab train ... --out {out} --resume",
-            flush=True,
-        )
+        if main:
+            print(
+                f"\ninterrupted during epoch {done + 1}; {out / 'last.pt'} holds epoch {done}. "
+                f"Continue with: python -m seglab train ... --out {out} --resume",
+                flush=True,
+            )
         raise
+    if dist_info.enabled:
+        torch.distributed.barrier()  # rank 0 has written the last epoch's files when fit returns on any rank
     return history

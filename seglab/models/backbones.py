@@ -35,7 +35,9 @@ __all__ = [
     "VGG16Backbone",
     "build_backbone",
     "dilate_resnet_stage",
+    "fetch_torchvision_weights",
     "load_backbone_weights",
+    "load_weights_file",
 ]
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -217,7 +219,7 @@ def load_backbone_weights(name: str, weights: WeightsLike) -> Mapping[str, torch
     if isinstance(weights, Mapping):
         return weights
     if isinstance(weights, (str, os.PathLike)) and _looks_like_path(weights):
-        return _load_file(Path(weights))
+        return load_weights_file(Path(weights))
     enum_class = torchvision.models.get_model_weights(name)
     try:
         member = enum_class.verify(weights)
@@ -227,16 +229,39 @@ def load_backbone_weights(name: str, weights: WeightsLike) -> Mapping[str, torch
             f"weights_backbone={weights!r} is neither an existing file nor a {enum_class.__name__} member "
             f"({valid}); pass e.g. 'IMAGENET1K_V1' or the path to a local state dict file"
         ) from None
+    return fetch_torchvision_weights(member, name, argument="weights_backbone")
+
+
+def fetch_torchvision_weights(member: Any, name: str, *, argument: str = "weights") -> Mapping[str, torch.Tensor]:
+    """The state dict of torchvision weights ``member``: read from the torch hub cache, else downloaded there.
+
+    The cache file is ``<torch.hub.get_dir()>/checkpoints/<file name of member.url>`` (``$TORCH_HOME/hub/...``);
+    a download is checked against the hash in the file name, a cached file is read as it is.
+
+    Raises:
+        RuntimeError: the download failed (offline: the message says where to put the file), or the cached
+            file cannot be read (the message names it and says to delete it).
+    """
+    filename = member.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    was_cached = cached.is_file()
     try:
         return member.get_state_dict(progress=True, check_hash=True, weights_only=True, map_location="cpu")
-    except (OSError, RuntimeError) as error:  # URLError/HTTPError/socket errors are OSErrors
-        filename = member.url.rsplit("/", 1)[-1]
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
+    except Exception as error:  # noqa: BLE001 - URLError/socket errors are OSErrors; a bad file raises anything
+        if was_cached:
+            reason = (str(error).strip().splitlines() or [""])[0][:160]  # torch's own advice (weights_only=False) would be wrong here
+            raise RuntimeError(
+                f"the cached weights file {cached} is corrupt or not a weights-only state dict "
+                f"({type(error).__name__}: {reason}). Delete it (rm '{cached}') and run again to download it "
+                f"afresh, or copy a good {filename} there."
+            ) from error
+        if not isinstance(error, (OSError, RuntimeError)):
+            raise
         raise RuntimeError(
             f"could not get the pretrained {name} weights {member} from {member.url} ({type(error).__name__}: "
-            f"{error}). Downloading needs internet access. Offline, copy {filename} into {cache}/ (the torch hub "
-            f"cache; set TORCH_HOME to move it), or pass a local state dict file: "
-            f"weights_backbone='/path/to/{filename}' (loaded with torch.load(weights_only=True))."
+            f"{error}). Downloading needs internet access. Offline, copy {filename} into {cached.parent}/ (the "
+            f"torch hub cache; set TORCH_HOME to move it), or pass a local state dict file: "
+            f"{argument}='/path/to/{filename}' (loaded with torch.load(weights_only=True))."
         ) from error
 
 
@@ -245,9 +270,14 @@ def _looks_like_path(weights: str | os.PathLike) -> bool:
     return isinstance(weights, os.PathLike) or os.sep in text or "/" in text or text.endswith((".pth", ".pt")) or Path(text).exists()
 
 
-def _load_file(path: Path) -> Mapping[str, torch.Tensor]:
+def load_weights_file(path: Path, *, argument: str = "weights_backbone") -> Mapping[str, torch.Tensor]:
+    """A state dict from a local file (``torch.load(weights_only=True)``; ``state_dict``/``model`` wrappers unwrapped).
+
+    Raises:
+        FileNotFoundError: no file at ``path``. RuntimeError: not a weights-only state dict.
+    """
     if not path.is_file():
-        raise FileNotFoundError(f"weights_backbone file not found: {path}")
+        raise FileNotFoundError(f"{argument} file not found: {path}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling of untrusted objects is refused by weights_only=True

@@ -14,17 +14,21 @@ Intermediate maps for teaching: ``model.forward_features(x)`` returns the backbo
 (``pool1``…``pool5``, ``fc7`` for VGG16; ``stem``, ``layer1``…``layer4`` for ResNets) and ``score_fr``,
 ``fuse_pool4``, ``fuse_pool3``, ``logits``. On ResNets the skips come from ``layer3`` (stride 16) and
 ``layer2`` (stride 8); the layer names ``score_pool4``/``score_pool3`` keep the paper's names.
+
+``DilatedFCN`` is torchvision's ``fcn_resnet50/101`` instead (a dilated ResNet, one head, no skips), here so
+that torchvision's pretrained FCN weights load into a seglab class (``seglab.models.pretrained``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONES, build_backbone
+from .backbones import BACKBONES, RESNETS, ResNetBackbone, build_backbone
 from .blocks import AuxHead, check_images, pad_to_multiple
 
-__all__ = ["FCN", "BilinearUpsample", "bilinear_kernel"]
+__all__ = ["FCN", "DilatedFCN", "BilinearUpsample", "bilinear_kernel"]
 
 VARIANTS = {"32s": 32, "16s": 16, "8s": 8}  # variant -> stride of the finest fused scores
 STAGES = {"vgg16": ("fc7", "pool4", "pool3")} | {name: ("layer4", "layer3", "layer2") for name in BACKBONES[1:]}
@@ -157,3 +161,56 @@ class FCN(nn.Module):
         aux = self.aux_classifier(features[self.stage_names[1]])  # (N, K, H32/16, W32/16)
         aux = nn.functional.interpolate(aux, scale_factor=16, mode="bilinear", align_corners=False)  # (N, K, H32, W32)
         return features["logits"], aux[..., : x.shape[-2], : x.shape[-1]]
+
+
+class DilatedFCN(nn.Module):
+    """torchvision's FCN-ResNet (``torchvision.models.segmentation.fcn_resnet50/101``), same layers and keys.
+
+    ``backbone`` (a ResNet with layer3 and layer4 dilated, output stride 8) → ``classifier`` (torchvision's
+    ``FCNHead`` = ``AuxHead``: 3×3 conv C4 → C4/4, BN, ReLU, Dropout(0.1), 1×1 conv → K) → bilinear
+    interpolation to the input size. Its state dict has torchvision's key names, so torchvision's weights
+    load unchanged: ``build_model("fcn_dilated", 21, backbone="resnet50", weights="COCO_WITH_VOC_LABELS_V1")``.
+
+    Args:
+        num_classes: K.
+        backbone: ``"resnet50"`` (default) or ``"resnet101"`` (torchvision's); ``"resnet18/34"`` also build.
+        weights_backbone: ImageNet weights for the backbone (see ``seglab.models.backbones``).
+        output_stride: 8 (default, torchvision's) or 16.
+        aux_loss: add ``aux_classifier`` (an FCN head on ``layer3``), used by ``forward_with_aux`` only.
+
+    Shapes: ``forward(x)``: ``(N, 3, H, W)`` float32 -> logits ``(N, K, H, W)`` float32, any H, W.
+    Differences from the paper (Long et al. 2015): this is not its FCN-8s (the ``FCN`` class above): no skip
+    connections and no learned upsampling; the resolution comes from dilation (Chen et al. 2017) instead.
+    """
+
+    def __init__(self, num_classes: int, *, backbone: str = "resnet50", weights_backbone: object = None,
+                 output_stride: int = 8, aux_loss: bool = False) -> None:
+        super().__init__()
+        if backbone not in RESNETS:
+            raise ValueError(f"unknown DilatedFCN backbone {backbone!r}; valid: {', '.join(RESNETS)}")
+        if output_stride not in (8, 16):
+            raise ValueError(f"DilatedFCN output_stride must be 8 or 16; got {output_stride!r}")
+        self.num_classes, self.output_stride, self.in_channels = num_classes, output_stride, 3
+        self.backbone = ResNetBackbone(backbone, output_stride=output_stride, weights=weights_backbone)
+        self.classifier = AuxHead(self.backbone.channels["layer4"], num_classes)  # torchvision's FCNHead
+        self.aux_classifier = AuxHead(self.backbone.channels["layer3"], num_classes) if aux_loss else None
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backbone stages, ``"scores"`` (stride s) and ``"logits"`` ``(N, K, H, W)``."""
+        check_images(x, 3, "DilatedFCN")
+        features = self.backbone(x)  # layer4: (N, C4, H/s, W/s)
+        features["scores"] = self.classifier(features["layer4"])  # (N, K, H/s, W/s)
+        features["logits"] = F.interpolate(features["scores"], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` float32 -> logits ``(N, K, H, W)`` float32 (no softmax)."""
+        return self.forward_features(x)["logits"]
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, aux_logits)``, both ``(N, K, H, W)``; the aux head sees ``layer3``. Needs ``aux_loss=True``."""
+        if self.aux_classifier is None:
+            raise RuntimeError("this DilatedFCN has no auxiliary head: build it with aux_loss=True")
+        features = self.forward_features(x)
+        aux = self.aux_classifier(features["layer3"])  # (N, K, H/8, W/8) (H/16 at output stride 16)
+        return features["logits"], F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
