@@ -7,7 +7,8 @@ batch 8, AdamW, cross-entropy. Compute rows time the training step on a batch al
 - ``fp32 channels_last`` model and inputs in NHWC;
 - ``bf16 NCHW``          ``torch.autocast("cpu", torch.bfloat16)`` (oneDNN: AVX512-BF16 / AMX where present);
 - ``bf16 channels_last``;
-- ``bf16 + compile``     ``torch.compile`` of the model (inductor), compile time excluded and reported apart.
+- ``bf16 + compile``     ``torch.compile`` of the model (inductor), compile time excluded and reported apart
+  (at the first crop size only: compiling costs minutes per model and shape on a small CPU).
 
 Data rows run the real loop (``seglab.engine.build_loaders`` on CamVid when ``SEGLAB_DATA`` holds it, else the
 synthetic shapes at the crop size) with bf16, ``num_workers`` 0 and 2, so data loading is included.
@@ -64,7 +65,8 @@ def _step_fn(model, optimizer, dtype):
     return step
 
 
-def compute_images_per_s(name: str, size: int, batch: int, steps: int, repeats: int, num_classes: int = 11) -> dict:
+def compute_images_per_s(name: str, size: int, batch: int, steps: int, repeats: int, num_classes: int = 11,
+                         compile: bool = True) -> dict:
     """images/s per compute variant (median of ``repeats`` timings of ``steps`` steps, interleaved)."""
     arch, kwargs = MODELS[name]
     torch.manual_seed(0)
@@ -72,6 +74,8 @@ def compute_images_per_s(name: str, size: int, batch: int, steps: int, repeats: 
     masks = torch.randint(0, num_classes, (batch, size, size))
     variants = {}
     for label, v in COMPUTE.items():
+        if v["compile"] and not compile:
+            continue
         torch.manual_seed(0)
         model = build_model(arch, num_classes, **kwargs).train()
         x = images
@@ -132,7 +136,8 @@ def main(argv=None) -> int:
     rows = []
     for name in (list(MODELS)[:1] if args.quick else MODELS):
         for size in sizes:
-            compute = compute_images_per_s(name, size, batch, steps, repeats)
+            # compile only at the first size: it costs minutes per model and shape on a small CPU
+            compute = compute_images_per_s(name, size, batch, steps, repeats, compile=size == sizes[0])
             base = compute["fp32 NCHW"]["images_per_s"]
             for label, r in compute.items():
                 rows.append({"model": name, "size": size, "variant": label, "images_per_s": r["images_per_s"],
@@ -141,7 +146,7 @@ def main(argv=None) -> int:
                 ips = data_images_per_s(name, size, batch, max(2, steps * 2), workers, dataset, root)
                 rows.append({"model": name, "size": size, "variant": f"bf16 + {dataset} loader, workers {workers}",
                              "images_per_s": ips, "speedup": ips / base, "compile_s": None})
-            for r in rows[-7:]:
+            for r in rows[-(len(compute) + 2):]:
                 print(f"{r['model']:15s} {r['size']:4d}  {r['variant']:34s} {r['images_per_s']:7.2f} img/s  "
                       f"x{r['speedup']:.2f}" + (f"  (compile {r['compile_s']:.0f} s)" if r["compile_s"] else ""),
                       flush=True)

@@ -24,6 +24,8 @@ def test_amp_auto_follows_the_cpu(monkeypatch):
     assert resolve_amp_dtype("on", cpu) == torch.bfloat16 and resolve_amp_dtype("off", cpu) is None
     assert resolve_amp_dtype(False, cpu) is None  # older configs stored booleans
     assert not resolve_channels_last("auto", cpu) and resolve_channels_last("on", cpu)
+    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_channels_last("auto", cpu) and not resolve_channels_last("off", cpu)
 
 
 def test_old_boolean_configs_still_load():

@@ -115,11 +115,11 @@ def _fit(config: TrainConfig, callbacks: Iterable[Callback], dist_info: DistInfo
     num_classes = dataset.num_classes
     classes = list(dataset.classes)
     model = build_model_for(config, num_classes).to(device)
-    if config.detect_anomaly:
-        check_finite_gradients(model)  # every gradient, every step (slow: debugging)
     check_batch_for_batchnorm(model, config.batch_size, world, config.sync_batchnorm)
     if dist_info.enabled and config.sync_batchnorm and has_batchnorm(model):
         model = convert_sync_batchnorm(model, device)  # statistics over the global batch; same state dict
+    if config.detect_anomaly:
+        check_finite_gradients(model)  # every gradient, every step (slow: debugging)
     channels_last = resolve_channels_last(config.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
