@@ -10,18 +10,7 @@ from torch import nn
 
 from seglab.models import LRASPP, build_model
 from seglab.models.lraspp import convert_torchvision_lraspp_state_dict
-
-
-def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-    return model
+from _helpers import randomize_batch_norm
 
 
 def test_equals_torchvision_with_the_same_weights():

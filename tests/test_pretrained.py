@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torchvision
-from torch import nn
 
 from seglab.models import LRASPP, DeepLabV3, DilatedFCN, build_model, convert_torchvision_state_dict, list_pretrained
 from seglab.models.pretrained import PRETRAINED, published_metrics, resolve_weights
+from _helpers import randomize_batch_norm
 
 COMBINATIONS = list(PRETRAINED)  # (model, backbone)
 
@@ -41,19 +41,6 @@ def offline_hub(tmp_path, monkeypatch):
     return SimpleNamespace(dir=checkpoints, calls=calls)
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-identity BatchNorm statistics and affines: a BN loaded into the wrong place changes the output."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-    return model
-
-
 def cache_random_weights(checkpoints, model: str, backbone: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Save a random torchvision model (same keys and shapes as the published file) under its file name."""
     builder = PRETRAINED[(model, backbone)]
@@ -61,7 +48,7 @@ def cache_random_weights(checkpoints, model: str, backbone: str, seed: int = 0) 
     torch.manual_seed(seed)
     aux = {} if model == "lraspp" else {"aux_loss": True}  # torchvision's published files hold the aux head
     reference = getattr(torchvision.models.segmentation, builder)(weights=None, weights_backbone=None, num_classes=21, **aux)
-    state_dict = randomize(reference, seed).state_dict()
+    state_dict = randomize_batch_norm(reference, seed).state_dict()
     torch.save(state_dict, checkpoints / member.url.rsplit("/", 1)[-1])
     return state_dict
 
@@ -201,7 +188,7 @@ def test_wrong_file_for_the_model_is_explained(offline_hub, tmp_path):
 def test_imagenet_backbone_weights_from_the_hub_cache(offline_hub):
     """``weights_backbone="IMAGENET1K_V1"`` offline: the file in the cache lands in the backbone, tensor by tensor."""
     torch.manual_seed(4)
-    resnet = randomize(torchvision.models.resnet50(), seed=4)
+    resnet = randomize_batch_norm(torchvision.models.resnet50(), seed=4)
     state_dict = resnet.state_dict()
     torch.save(state_dict, offline_hub.dir / "resnet50-0676ba61.pth")  # torchvision's ResNet50 IMAGENET1K_V1 file
     for name in ("deeplabv3", "deeplabv3plus", "fcn_dilated"):
