@@ -4,7 +4,8 @@ Each run is ``seglab.engine.fit`` on one dataset; every epoch records ``elapsed`
 seconds since the start) and ``val_mIoU``. Runs:
 
 - ``synthetic`` (the README's main job, ``python -m seglab train``):
-  - baseline: the defaults before the recipe (U-Net-16, crop 64, batch 8, 5 epochs, AdamW 5e-3 poly, fp32);
+  - baseline: the defaults before the recipe (U-Net-16, crop 64, batch 8, 5 epochs, AdamW 5e-3 poly, fp32 NCHW;
+    the results of 2026-12-02 ran it with channels_last on, before this was pinned);
   - recipe: today's ``TrainConfig()`` defaults.
 - ``camvid`` (``--dataset camvid``, needs ``$SEGLAB_DATA/camvid``), scored on the full 480x360 val images:
   - baseline: the README's earlier CamVid command (U-Net-16, ``--max-size 240 --crop-size 160``, 5 epochs);
@@ -13,7 +14,7 @@ seconds since the start) and ``val_mIoU``. Runs:
 Usage::
 
     python benchmarks/time_to_miou.py                    # synthetic, about 5 minutes on a 2-core CPU
-    python benchmarks/time_to_miou.py --dataset camvid   # about 15 minutes
+    python benchmarks/time_to_miou.py --dataset camvid   # about 16 minutes
     python benchmarks/time_to_miou.py --quick            # every path, a few batches (CI)
 
 Prints one table per run (epoch, seconds, val mIoU) and the time each run first reached given mIoU levels;
@@ -42,12 +43,12 @@ from seglab.engine import TrainConfig, fit  # noqa: E402
 
 #: The defaults of TrainConfig before the recipe (what ``python -m seglab train`` ran; fp32 on the CPU).
 BASELINE = dict(model="unet", base_channels=16, crop_size=64, batch_size=8, epochs=5, optimizer="adamw", lr=5e-3,
-                lr_schedule="poly", warmup_epochs=0.0, amp="off")
+                lr_schedule="poly", warmup_epochs=0.0, amp="off", channels_last="off")
 #: The README's earlier CamVid command, scored the same way as the recipe (full-size val images).
 CAMVID_BASELINE = dict(BASELINE, dataset="camvid", max_size=240, crop_size=160, val_full_size=True)
 #: The CamVid recipe (the README's command).
 CAMVID_RECIPE = dict(model="unet", base_channels=16, dataset="camvid", max_size=240, crop_size=192, val_full_size=True,
-                     batch_size=8, epochs=24, lr=3e-3, lr_schedule="cosine", warmup_epochs=1.0, class_weights=True)
+                     batch_size=8, epochs=48, lr=3e-3, lr_schedule="cosine", warmup_epochs=1.0, class_weights=True)
 LEVELS = (0.3, 0.5, 0.7, 0.8)
 
 
