@@ -25,6 +25,7 @@ from seglab.models import (
     load_backbone_weights,
 )
 from seglab.models.backbones import dilate_resnet_stage
+from _helpers import randomize_batch_norm
 
 # Small configurations that run in well under a second on 2 CPU cores.
 SMALL = {
@@ -43,14 +44,9 @@ SMALL = {
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BatchNorm statistics/affines and non-zero FCN score layers, so that swapped or missing
     weights would change the outputs (default BN = identity, zero-initialised scores = constant output)."""
-    generator = torch.Generator().manual_seed(seed)
+    randomize_batch_norm(model, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
         for name, param in model.named_parameters():
             if name.split(".")[0] in ("classifier", "score_pool4", "score_pool3") and not param.abs().sum():
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
