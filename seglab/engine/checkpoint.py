@@ -229,6 +229,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain values, for a ``weights_only`` checkpoint."""
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -242,6 +243,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the RNG states saved by :func:`rng_state` (CUDA's only where CUDA is available)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
