@@ -8,10 +8,15 @@ A notebook sets its sizes and training budgets from one profile:
   CUDA device is found;
 - ``full``: the papers' recipes, meant for a GPU; the default on CUDA.
 
-Chosen by, first to last: ``SEGLAB_PROFILE`` (``smoke`` | ``laptop`` | ``full``), ``SEGLAB_FAST=1``
-(an alias of ``smoke``), then the device. ``SEGLAB_MAX_STEPS=N`` caps every training budget that a
-notebook passes through :func:`cap_steps` (a "full-dry" run: the full settings for a handful of
-steps, so every full-mode cell executes on a CPU in CI).
+Chosen by, first to last: ``SEGLAB_PROFILE`` (``smoke`` | ``laptop`` | ``full`` | ``full-dry``),
+``SEGLAB_FAST=1`` (an alias of ``smoke``), then the device.
+
+``full-dry`` is the ``full`` profile (``PROFILE.full`` is true, ``pick`` returns the ``full`` values:
+full image sizes, the real backbones, VOC) with its budgets cut to a handful, so that every cell a GPU
+course runs also executes on a CPU in CI: at most 2 training steps (:meth:`Profile.cap_steps`), 4
+images per dataset or evaluation (:meth:`Profile.cap_images`) and batches of 2
+(:meth:`Profile.cap_batch`). ``SEGLAB_MAX_STEPS``, ``SEGLAB_MAX_IMAGES`` and ``SEGLAB_MAX_BATCH`` set
+those caps explicitly, for any profile.
 
 Usage in a notebook::
 
@@ -19,6 +24,8 @@ Usage in a notebook::
     PROFILE = select_profile()  # prints which profile and why
     CROP_SIZE = PROFILE.pick(smoke=64, laptop=160, full=321)
     TRAIN_STEPS = PROFILE.cap_steps(PROFILE.pick(smoke=2, laptop=300, full=3000))
+    VAL_IMAGES = PROFILE.cap_images(PROFILE.pick(smoke=4, laptop=101, full=1449))
+    BATCH_SIZE = PROFILE.cap_batch(PROFILE.pick(smoke=2, laptop=8, full=16))
 """
 
 from __future__ import annotations
@@ -29,18 +36,24 @@ from typing import TypeVar
 
 __all__ = ["PROFILES", "Profile", "select_profile"]
 
-PROFILES = ("smoke", "laptop", "full")
+PROFILES = ("smoke", "laptop", "full", "full-dry")
+#: The caps a ``full-dry`` run uses unless ``SEGLAB_MAX_*`` says otherwise.
+DRY_CAPS = {"max_steps": 2, "max_images": 4, "max_batch": 2}
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """The profile a notebook runs: ``name`` in :data:`PROFILES`, ``reason`` it was chosen, and an
-    optional ``max_steps`` cap (from ``SEGLAB_MAX_STEPS``; ``None`` = no cap)."""
+    """The profile a notebook runs: ``name`` (``smoke``, ``laptop`` or ``full``), the ``reason`` it was
+    chosen, whether it is a ``dry`` run of ``full``, and optional caps (``None`` = no cap): training
+    steps, images per dataset/evaluation, and batch size."""
 
     name: str
     reason: str
     max_steps: int | None = None
+    max_images: int | None = None
+    max_batch: int | None = None
+    dry: bool = False
 
     @property
     def smoke(self) -> bool:
@@ -59,12 +72,24 @@ class Profile:
         return {"smoke": smoke, "laptop": laptop, "full": full}[self.name]
 
     def cap_steps(self, steps: int) -> int:
-        """``min(steps, max_steps)``: the training budget under ``SEGLAB_MAX_STEPS`` (at least 1)."""
+        """``min(steps, max_steps)``: a training budget (steps, or epochs) under the cap (at least 1)."""
         return steps if self.max_steps is None else max(1, min(steps, self.max_steps))
 
+    def cap_images(self, count: int | None) -> int | None:
+        """``min(count, max_images)``: how many images to load or evaluate (``None`` = all, or the cap)."""
+        if self.max_images is None:
+            return count
+        return self.max_images if count is None else max(1, min(count, self.max_images))
+
+    def cap_batch(self, batch_size: int) -> int:
+        """``min(batch_size, max_batch)``: a batch size under the cap (at least 1)."""
+        return batch_size if self.max_batch is None else max(1, min(batch_size, self.max_batch))
+
     def __str__(self) -> str:
-        cap = f", at most {self.max_steps} training steps (SEGLAB_MAX_STEPS)" if self.max_steps is not None else ""
-        return f"profile: {self.name} ({self.reason}{cap})"
+        caps = [f"{value} {what}" for value, what in ((self.max_steps, "training steps"),
+                (self.max_images, "images"), (self.max_batch, "per batch")) if value is not None]
+        cap = f", at most {', '.join(caps)}" if caps else ""
+        return f"profile: {'full-dry' if self.dry else self.name} ({self.reason}{cap})"
 
 
 def _cuda_available() -> bool:
@@ -79,28 +104,33 @@ def select_profile(environ: dict | None = None, *, verbose: bool = True) -> Prof
     """The profile to run, from the environment (see the module docstring); prints it when ``verbose``.
 
     Raises:
-        ValueError: ``SEGLAB_PROFILE`` is not one of :data:`PROFILES`, or ``SEGLAB_MAX_STEPS`` is not a
+        ValueError: ``SEGLAB_PROFILE`` is not one of :data:`PROFILES`, or a ``SEGLAB_MAX_*`` cap is not a
             positive integer.
     """
     env = os.environ if environ is None else environ
-    max_steps = env.get("SEGLAB_MAX_STEPS") or None
-    if max_steps is not None:
-        if not max_steps.isdigit() or int(max_steps) < 1:
-            raise ValueError(f"SEGLAB_MAX_STEPS must be a positive integer, got {max_steps!r}")
-        max_steps = int(max_steps)
     requested = env.get("SEGLAB_PROFILE", "").strip().lower()
-    if requested:
-        if requested not in PROFILES:
-            raise ValueError(f"SEGLAB_PROFILE={requested!r} is not a profile; use one of {list(PROFILES)}")
-        profile = Profile(requested, "set by SEGLAB_PROFILE", max_steps)
+    if requested and requested not in PROFILES:
+        raise ValueError(f"SEGLAB_PROFILE={requested!r} is not a profile; use one of {list(PROFILES)}")
+    dry = requested == "full-dry"
+    caps = {}
+    for key in DRY_CAPS:
+        variable = f"SEGLAB_{key.upper()}"
+        value = env.get(variable) or None
+        if value is not None and (not value.isdigit() or int(value) < 1):
+            raise ValueError(f"{variable} must be a positive integer, got {value!r}")
+        caps[key] = int(value) if value is not None else (DRY_CAPS[key] if dry else None)
+    if dry:
+        profile = Profile("full", "set by SEGLAB_PROFILE: the full settings, budgets cut to a handful", dry=True, **caps)
+    elif requested:
+        profile = Profile(requested, "set by SEGLAB_PROFILE", **caps)
     elif env.get("SEGLAB_FAST", "0") == "1":
-        profile = Profile("smoke", "SEGLAB_FAST=1, as under pytest: proves the code runs, trains nothing", max_steps)
+        profile = Profile("smoke", "SEGLAB_FAST=1, as under pytest: proves the code runs, trains nothing", **caps)
     elif _cuda_available():
-        profile = Profile("full", "a CUDA device was found: the papers' recipes", max_steps)
+        profile = Profile("full", "a CUDA device was found: the papers' recipes", **caps)
     else:
         profile = Profile(
             "laptop", "no CUDA device found: real training sized for a laptop CPU; SEGLAB_PROFILE=full for the "
-            "papers' recipes", max_steps,
+            "papers' recipes", **caps,
         )
     if verbose:
         print(profile)

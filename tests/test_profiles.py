@@ -33,3 +33,22 @@ def test_pick_and_cap_steps():
 def test_bad_values_are_refused(env):
     with pytest.raises(ValueError, match="SEGLAB_"):
         select_profile(env, verbose=False)
+
+
+def test_full_dry_is_full_with_small_caps(capsys):
+    profile = select_profile({"SEGLAB_PROFILE": "full-dry"})
+    assert profile.full and profile.dry and profile.pick(smoke=1, laptop=2, full=3) == 3
+    assert (profile.cap_steps(3000), profile.cap_images(1449), profile.cap_images(None), profile.cap_batch(16)) == (
+        2, 4, 4, 2)
+    assert "profile: full-dry" in capsys.readouterr().out
+    # Explicit caps win over the dry defaults, and apply to any profile.
+    profile = select_profile({"SEGLAB_PROFILE": "full-dry", "SEGLAB_MAX_IMAGES": "8"}, verbose=False)
+    assert profile.cap_images(1449) == 8 and profile.cap_steps(10) == 2
+    laptop = select_profile({"SEGLAB_PROFILE": "laptop", "SEGLAB_MAX_BATCH": "3"}, verbose=False)
+    assert not laptop.dry and laptop.cap_batch(8) == 3 and laptop.cap_images(101) == 101 and laptop.cap_images(None) is None
+
+
+@pytest.mark.parametrize("variable", ["SEGLAB_MAX_IMAGES", "SEGLAB_MAX_BATCH"])
+def test_bad_caps_are_refused(variable):
+    with pytest.raises(ValueError, match=variable):
+        select_profile({variable: "-1"}, verbose=False)
