@@ -1,4 +1,4 @@
-"""Command line: ``python -m seglab {train,evaluate,predict,check-data,download}``.
+"""Command line: ``python -m seglab {train,evaluate,predict,check-data,download,export}``.
 
 ``train`` is a thin wrapper over :class:`seglab.engine.TrainConfig`: every field is a flag of the
 same name (``batch_size`` → ``--batch-size``; booleans as ``--amp`` / ``--no-amp``), so the CLI and
@@ -17,6 +17,7 @@ Examples::
     python -m seglab predict runs/camvid/best.pt ../shared/data/camvid/val --out pred/ --overlay
     python -m seglab check-data --dataset folder --data-root mydata --classes background,road,car
     python -m seglab download voc --data-root data/
+    python -m seglab export runs/default/best.pt --format onnx --out model.onnx --input-size 512 512
 
 A failure prints one line ``error: ...`` saying what was wrong and how to fix it, and exits with 2;
 ``--debug`` (or ``SEGLAB_DEBUG=1``) shows the full traceback instead.
@@ -84,6 +85,26 @@ def _classes_from_args(args) -> list[str] | None:
     return names
 
 
+def _add_inference_flags(parser: argparse.ArgumentParser) -> None:
+    """Test-time inference flags of ``evaluate`` / ``predict`` (default: the run's TrainConfig fields)."""
+    parser.add_argument("--tta-scales", default=None, metavar="S,S,...",
+                        help="test-time scales, probabilities averaged, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    parser.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time augmentation: also average over left-right mirrored images")
+    parser.add_argument("--window", type=int, default=None, metavar="PX",
+                        help="sliding-window inference with square windows of this many pixels (e.g. 512)")
+    parser.add_argument("--window-stride", type=int, default=None, metavar="PX",
+                        help="pixels between windows, at most --window (default: 2/3 of it, e.g. 341)")
+    parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
+                        help="refine the scores with a dense CRF (seglab.crf, method fast)")
+
+
+def _inference_changes(args) -> dict:
+    """The TrainConfig fields given by the inference flags (only those on the command line)."""
+    names = ("tta_scales", "tta_flip", "window", "window_stride", "crf")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m seglab", description="seglab: semantic segmentation workbook")
     parser.add_argument("--debug", action="store_true",
@@ -108,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=None)
     evaluate.add_argument("--max-batches", type=int, default=None)
     evaluate.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    _add_inference_flags(evaluate)
 
     predict = sub.add_parser("predict", help="predict class-index palette PNG masks for images (files, folders, globs)")
     predict.add_argument("checkpoint", help="a last.pt / best.pt written by train")
@@ -122,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="shrink the longer side to at most this for the model (default: the run's max_size)")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bar")
+    _add_inference_flags(predict)
 
     check = sub.add_parser("check-data", help="decode and check every image/mask pair of a dataset, once")
     check.add_argument("--dataset", default="synthetic", help="a name from seglab.data.list_datasets()")
@@ -132,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     download = sub.add_parser("download", help="download a dataset (VOC 2012, SBD)")
     download.add_argument("dataset", help="dataset name, e.g. voc or sbd")
     download.add_argument("--data-root", default=None, help="where to put it (default: $SEGLAB_DATA or data/)")
+
+    export = sub.add_parser("export", help="export a checkpoint's model to ONNX and check it with onnxruntime")
+    export.add_argument("checkpoint", help="a last.pt / best.pt written by train")
+    export.add_argument("--format", default="onnx", help="the export format: onnx (default, the only one)")
+    export.add_argument("--out", default=None, help="the .onnx file (default: the checkpoint's path with .onnx)")
+    export.add_argument("--input-size", type=int, nargs="+", default=[512, 512], metavar="PX",
+                        help="H W (or one size for both) fixed in the graph; the batch size stays free (default: 512 512)")
+    export.add_argument("--overwrite", action="store_true", help="replace the .onnx file if it exists")
     return parser
 
 
@@ -187,13 +218,14 @@ def _evaluate_pretrained(args, device) -> int:
     from torch.utils.data import DataLoader
 
     from seglab.data import build_dataset, pad_collate
-    from seglab.engine import evaluate
+    from seglab.engine import TrainConfig, evaluate
     from seglab.models import PRETRAINED, build_model
     from seglab.models.pretrained import published_metrics
     from seglab.transforms import eval_transform
 
     if args.checkpoint:
         raise ValueError("give a checkpoint or --weights, not both")
+    inference = TrainConfig(**_inference_changes(args)).inference_options()  # validated in one place
     dataset = build_dataset(args.dataset, args.split or "val", root=args.data_root, transform=eval_transform())
     model = build_model(args.model, dataset.num_classes, backbone=args.backbone, weights=args.weights)
     backbone = args.backbone or next(b for m, b in PRETRAINED if m == args.model)
@@ -201,7 +233,8 @@ def _evaluate_pretrained(args, device) -> int:
         print(f"torchvision's published figures for these weights ({source}, not VOC val; not measured by seglab): "
               + ", ".join(f"{k} {v}" for k, v in figures.items()))
     loader = DataLoader(dataset, batch_size=args.batch_size or 1, collate_fn=functools.partial(pad_collate))
-    result = evaluate(model.to(device), loader, dataset.num_classes, device=device, max_batches=args.max_batches)
+    result = evaluate(model.to(device), loader, dataset.num_classes, device=device, max_batches=args.max_batches,
+                      inference=inference)  # fmt: skip
     print(f"{args.model}/{backbone} weights={args.weights} on {args.dataset}/{dataset.split} ({len(dataset)} images, "
           f"{dataset.root}): mIoU {result['mIoU']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
           f"mean class accuracy {result['mean_class_accuracy']:.4f}")
@@ -234,10 +267,12 @@ def _cmd_evaluate(args) -> int:
         changes["data_root"] = args.data_root
     if args.batch_size:
         changes["val_batch_size"] = args.batch_size
-    config = dataclasses.replace(config, **changes)
+    config = dataclasses.replace(config, **changes, **_inference_changes(args))
     _, loader = build_loaders(config, device)
     result = evaluate(model.to(device), loader, state["num_classes"], device=device,
-                      ignore_index=config.ignore_index, max_batches=args.max_batches)
+                      ignore_index=config.ignore_index, max_batches=args.max_batches, pad_multiple=config.pad_multiple,
+                      input_max_size=config.max_size if config.val_full_size else None,  # as fit's validation
+                      inference=config.inference_options())  # fmt: skip
     classes = state["classes"]
     print(f"{config.model} on {config.dataset}/{config.val_split}: mIoU {result['mIoU']:.4f}  "
           f"pixel accuracy {result['pixel_accuracy']:.4f}  mean class accuracy {result['mean_class_accuracy']:.4f}")
@@ -264,11 +299,12 @@ def _cmd_predict(args) -> int:
     device = resolve_device(args.device)
     model, config, state = load_model(args.checkpoint, map_location=device)
     model.to(device)
+    config = dataclasses.replace(config, **_inference_changes(args))  # validates the inference flags
     max_size = config.max_size if args.max_size is None else args.max_size
     plan = predict_files(
         model, args.images, args.out, state["colors"], max_size=max_size, pad_multiple=config.pad_multiple,
         device=device, batch_size=args.batch_size, overlay=args.overlay, alpha=args.alpha, overwrite=args.overwrite,
-        progress=args.progress,
+        progress=args.progress, inference=config.inference_options(),
     )
     extra = " and colour overlays" if args.overlay else ""
     print(f"wrote {len(plan.masks)} class-index palette PNGs{extra} to {args.out}/ "
@@ -300,6 +336,29 @@ def _cmd_download(args) -> int:
 
     path = download_dataset(args.dataset, args.data_root)
     print(f"{args.dataset} is ready in {path}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    import torch
+
+    from seglab.engine import load_model
+    from seglab.export import check_onnx_destination, export_onnx, onnx_max_abs_diff
+
+    if args.format.lower() != "onnx":
+        raise ValueError(f"--format {args.format!r} is not supported: the one export format is onnx")
+    if len(args.input_size) not in (1, 2):
+        raise ValueError(f"--input-size takes H W or one size for both, got {len(args.input_size)} numbers")
+    size = tuple(args.input_size) * (3 - len(args.input_size))  # (H, W)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    check_onnx_destination(out, overwrite=args.overwrite)  # fail before loading and exporting
+    model, config, state = load_model(args.checkpoint, map_location="cpu")
+    path = export_onnx(model, out, input_size=size, overwrite=args.overwrite)
+    images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    diff = onnx_max_abs_diff(model, path, images)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {config.model}, images (N, 3, {size[0]}, {size[1]}) "
+          f"-> logits (N, {state['num_classes']}, {size[0]}, {size[1]}); onnxruntime vs PyTorch on a random input: "
+          f"max abs diff {diff:.2e}")
     return 0
 
 
@@ -349,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug"]
     args = build_parser().parse_args(argv)
     commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "download": _cmd_download,
-                "check-data": _cmd_check_data}
+                "check-data": _cmd_check_data, "export": _cmd_export}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

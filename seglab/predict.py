@@ -18,6 +18,8 @@ longer side is at most ``max_size`` (never below one pixel, so extreme aspect ra
 content), padded bottom/right to a multiple of ``pad_multiple``, and the logits are cropped and
 upsampled bilinearly to the full size before the argmax (the steps of ``seglab.engine.forward_resized``,
 the full-size validation of ``fit``, with a work-around for a torch resize bug on 1-pixel-wide output).
+``inference={...}`` passes test-time augmentation, sliding-window and CRF options to
+``seglab.inference.infer_logits``, which runs every step.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from seglab.engine.loop import forward_resized
+from seglab.inference import infer_logits
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -74,15 +76,17 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, images: torch.Tensor, max_size: int | None, pad_multiple: int) -> torch.Tensor:
-    """``(N, 3, H, W)`` normalised -> ``(N, K, H, W)`` float32 logits at full size.
+def _logits(model: nn.Module, images: torch.Tensor, max_size: int | None, pad_multiple: int,
+            inference: dict | None = None) -> torch.Tensor:
+    """``(N, 3, H, W)`` normalised -> ``(N, K, H, W)`` float32 scores at full size.
 
-    ``seglab.engine.forward_resized``, the same steps as the full-size validation of ``fit``: shrink so
-    the longer side is at most ``max_size`` (never enlarged, never below 1 pixel), pad bottom/right with
-    0 (the mean colour) to a multiple of ``pad_multiple``, crop the logits to the shrunk size, upsample
-    them bilinearly to ``(H, W)``. The one place to extend (test-time augmentation, sliding windows).
+    ``seglab.inference.infer_logits``: with no ``inference`` options ``seglab.engine.forward_resized``, the
+    same steps as the full-size validation of ``fit`` (shrink so the longer side is at most ``max_size``,
+    never enlarged, never below 1 pixel; pad bottom/right with 0, the mean colour, to a multiple of
+    ``pad_multiple``; crop the logits to the shrunk size; upsample them bilinearly to ``(H, W)``);
+    ``inference`` adds test-time augmentation, sliding windows or a dense CRF (its keyword arguments).
     """
-    return forward_resized(model, images, max_size, pad_multiple).float()
+    return infer_logits(model, images, max_size=max_size, pad_multiple=pad_multiple, **(inference or {})).float()
 
 
 @torch.no_grad()
@@ -94,6 +98,7 @@ def predict_batch(
     pad_multiple: int = 32,
     device: torch.device | str | None = None,
     batch_size: int = 4,
+    inference: dict | None = None,
 ) -> list[np.ndarray]:
     """Class indices for each of ``images``, at each image's full size.
 
@@ -106,6 +111,8 @@ def predict_batch(
         device: where the model is (default: the device of its first parameter).
         batch_size: images of the same size per forward pass (images of different sizes never
             share a batch, so batching does not change any prediction).
+        inference: keyword arguments of ``seglab.inference.infer_logits`` (``scales``, ``flip``, ``window``,
+            ``stride``, ``blend``, ``crf``): test-time augmentation, sliding windows, dense CRF.
 
     Returns:
         One ``(H_i, W_i) int64`` array of class indices in ``[0, K)`` per image, in order.
@@ -132,7 +139,7 @@ def predict_batch(
             n = max(1, min(batch_size, _MAX_LOGIT_ELEMENTS // (num_classes * height * width)))
             chunk, pos = indices[pos:pos + n], pos + n
             x = torch.stack([_to_tensor(images[i]) for i in chunk]).to(device)  # (N, 3, H, W)
-            logits = _logits(model, x, max_size, pad_multiple)  # (N, K, H, W)
+            logits = _logits(model, x, max_size, pad_multiple, inference)  # (N, K, H, W)
             num_classes = logits.shape[1]
             pred = logits.argmax(1).to("cpu", torch.int64).numpy()  # (N, H, W)
             for j, i in enumerate(chunk):
@@ -147,12 +154,14 @@ def predict_image(
     max_size: int | None = None,
     pad_multiple: int = 32,
     device: torch.device | str | None = None,
+    inference: dict | None = None,
 ) -> np.ndarray:
     """Class indices ``(H, W) int64`` in ``[0, K)`` for one ``(H, W, 3) uint8`` RGB image, at its full size.
 
     See ``predict_batch`` for the arguments.
     """
-    return predict_batch(model, [image], max_size=max_size, pad_multiple=pad_multiple, device=device)[0]
+    return predict_batch(model, [image], max_size=max_size, pad_multiple=pad_multiple, device=device,
+                         inference=inference)[0]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -340,6 +349,7 @@ def predict_files(
     overwrite: bool = False,
     progress: bool = True,
     log=print,
+    inference: dict | None = None,
 ) -> PredictionPlan:
     """Predict every image of ``inputs`` (files, folders, globs) and write its mask (and overlay) under ``out``.
 
@@ -368,7 +378,7 @@ def predict_files(
             index = range(start, min(start + batch_size, len(plan.inputs)))
             images = [read_image(plan.inputs[i]) for i in index]
             preds = predict_batch(model, images, max_size=max_size, pad_multiple=pad_multiple, device=device,
-                                  batch_size=batch_size)  # fmt: skip
+                                  batch_size=batch_size, inference=inference)  # fmt: skip
             for i, image, pred in zip(index, images, preds):
                 _save_png_atomically(index_png(pred, colors), plan.masks[i])
                 if plan.overlays[i] is not None:

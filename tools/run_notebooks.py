@@ -8,6 +8,11 @@ Usage::
 
     SEGLAB_PROFILE=laptop python tools/run_notebooks.py notebooks/03_fcn.ipynb notebooks/06_*.ipynb
     python tools/run_notebooks.py --profile laptop --json times.json notebooks/0[35678]_*.ipynb
+    python tools/fake_hub_cache.py /tmp/torch-home && TORCH_HOME=/tmp/torch-home \
+        python tools/run_notebooks.py --profile full-dry --json full-dry.json notebooks/[0-9]*.ipynb
+
+``full-dry`` runs the ``full`` settings (full image sizes, the real backbones, VOC) for 2 steps on a few
+images (seglab/profiles.py); tools/fake_hub_cache.py writes random stand-ins for the pretrained files.
 
 Each notebook runs in a fresh kernel with its own folder as the working directory (as in Jupyter and
 nbval), and nothing is written back to the notebook. Peak memory is the kernel's peak resident set
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -38,8 +44,10 @@ def run(path: Path, timeout: int) -> dict:
     error = None
     try:
         client.execute()
-    except CellExecutionError as exc:  # the failing cell and its traceback
-        error = str(exc).strip().splitlines()[-1]
+    except CellExecutionError as exc:  # the failing cell and its traceback: keep the error and the failing line
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # without the colour codes
+        arrows = [line.strip() for line in lines if line.lstrip().startswith("---->")]
+        error = lines[-1] + (f" (at: {arrows[-1]})" if arrows else "")
     except Exception as exc:  # kernel died, timeout, ...
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
@@ -62,7 +70,7 @@ def run_isolated(path: Path, timeout: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--profile", choices=["smoke", "laptop", "full"], help="sets SEGLAB_PROFILE for the kernels")
+    parser.add_argument("--profile", choices=["smoke", "laptop", "full", "full-dry"], help="sets SEGLAB_PROFILE for the kernels")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default 1800)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # internal: one notebook, JSON out
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_isolated(path, args.timeout)
         results.append(result)
         status = "ok" if result["error"] is None else f"FAILED: {result['error']}"
-        print(f"{path.name:45s} {profile:7s} {result['seconds']:7.1f} s  peak RSS <= {result['peak_rss_mib']:6d} MiB  "
+        print(f"{path.name:45s} {profile:8s} {result['seconds']:7.1f} s  peak RSS <= {result['peak_rss_mib']:6d} MiB  "
               f"{status}", flush=True)
     total = sum(r["seconds"] for r in results)
     failed = [r for r in results if r["error"] is not None]

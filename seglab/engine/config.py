@@ -75,6 +75,13 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy only
     class_weights: bool = False  # use the dataset's class_weights (e.g. CamVid's median frequency)
     ignore_index: int = 255
+    # --- test-time inference (seglab.inference): `python -m seglab evaluate` / `predict` of this run's -------
+    # checkpoints use these (their flags override them); the per-epoch validation of fit does not
+    tta_scales: str | None = None  # test-time scales, e.g. "0.5,0.75,1,1.25,1.5,1.75" (probabilities averaged)
+    tta_flip: bool = False  # test-time augmentation: also average over left-right mirrored images
+    window: int | None = None  # sliding-window inference: square windows of this many pixels; None = whole image
+    window_stride: int | None = None  # pixels between windows (<= window); None = 2/3 of the window
+    crf: bool = False  # refine the scores with a dense CRF (seglab.crf.dense_crf, method "fast")
     # --- machine ---------------------------------------------------------------------------------
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"
     amp: str = "auto"  # 16-bit autocast: "auto" (where measured faster: CUDA, CPUs with AVX512-BF16/AMX), "on", "off"
@@ -109,6 +116,16 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def inference_options(self) -> dict:
+        """Keyword arguments of ``seglab.inference.infer_logits`` for the test-time fields that are set
+        (``{}`` = plain inference): ``scales``, ``flip``, ``window``, ``stride``, ``crf``."""
+        from seglab.inference import parse_scales
+
+        options = {"scales": parse_scales(self.tta_scales) if self.tta_scales is not None else None,
+                   "flip": self.tta_flip or None, "window": self.window, "stride": self.window_stride,
+                   "crf": self.crf or None}  # fmt: skip
+        return {name: value for name, value in options.items() if value is not None}
+
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
@@ -124,7 +141,7 @@ _INT_RANGES: dict[str, tuple[int | None, int | None]] = {
     "num_workers": (0, None), "crop_size": (1, None), "max_size": (1, None), "pad_multiple": (1, None),
     "max_train_batches": (1, None), "max_val_batches": (1, None), "log_every": (1, None),
     "base_channels": (1, None), "num_classes": (1, 255), "output_stride": (1, None), "seed": (0, 2**32 - 1),
-    "ignore_index": (0, 255),
+    "ignore_index": (0, 255), "window": (1, None), "window_stride": (1, None),
 }
 _FLOAT_RANGES: dict[str, tuple[float | None, float | None, str]] = {  # (low, high, how): "open" = low < x,
     # "half-open" = low <= x < high, "closed" = low <= x <= high
@@ -194,6 +211,16 @@ def validate_config(config: "TrainConfig") -> None:
         raise ValueError(f"{_flag('model')} must be one of {list_models()}, got {config.model!r}")
     if config.dataset not in list_datasets():
         raise ValueError(f"{_flag('dataset')} must be one of {list_datasets()}, got {config.dataset!r}")
+    if config.tta_scales is not None:
+        from seglab.inference import parse_scales
+
+        try:
+            parse_scales(config.tta_scales)
+        except ValueError as error:
+            raise ValueError(f"{_flag('tta_scales')}: {error}") from None
+    if config.window_stride is not None and (config.window is None or config.window_stride > config.window):
+        raise ValueError(f"{_flag('window_stride')} = {config.window_stride} needs {_flag('window')} of at least "
+                         f"as many pixels, got window = {config.window}")  # fmt: skip
     if config.scale_min is not None and config.scale_max is not None and config.scale_min > config.scale_max:
         raise ValueError(f"{_flag('scale_min')} = {config.scale_min} must be <= {_flag('scale_max')} = "
                          f"{config.scale_max}")  # fmt: skip

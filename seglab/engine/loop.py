@@ -17,9 +17,9 @@ from typing import Iterable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from seglab.inference import _shrink, forward_resized, infer_logits  # noqa: F401 -- _shrink: its old home
 from seglab.metrics import ConfusionMatrix
 
 __all__ = ["train_one_epoch", "evaluate", "forward_resized"]
@@ -128,35 +128,6 @@ def train_one_epoch(
     }
 
 
-def _shrink(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear downsizing. torch's antialiased kernel is wrong for outputs 1 pixel wide and more
-    than 1 high (checked against PIL), so that case resizes the transposed image instead."""
-    if size[1] == 1 and size[0] > 1:
-        return _shrink(images.transpose(-1, -2), size[::-1]).transpose(-1, -2)
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def forward_resized(model: nn.Module, images: torch.Tensor, max_size: int | None, pad_multiple: int = 32) -> torch.Tensor:
-    """Logits at the size of ``images``, computed at reduced size.
-
-    ``images (N, 3, H, W)`` are shrunk (bilinear, antialiased) so the longer side is ``max_size`` (never
-    enlarged), padded bottom/right to a multiple of ``pad_multiple``, run through ``model``; the logits
-    are cropped to the shrunk size and upsampled bilinearly to ``(N, K, H, W)``. ``max_size=None``: the
-    model runs at full size.
-    """
-    height, width = images.shape[-2:]
-    scale = 1.0 if max_size is None else min(1.0, max_size / max(height, width))
-    h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    x = images if (h, w) == (height, width) else _shrink(images, (h, w))
-    pad_h, pad_w = (-h) % pad_multiple, (-w) % pad_multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))  # 0 = the ImageNet mean colour after normalisation
-    logits = model(x)[..., :h, :w]  # (N, K, h, w)
-    if (h, w) != (height, width):
-        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-    return logits
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -171,6 +142,7 @@ def evaluate(
     max_batches: int | None = None,
     input_max_size: int | None = None,
     pad_multiple: int = 32,
+    inference: dict | None = None,
     progress: bool = False,
 ) -> dict:
     """Evaluate on whole images: one confusion matrix over the split (not a mean of per-image scores).
@@ -180,6 +152,9 @@ def evaluate(
         criterion: optional loss to report as ``"val_loss"``.
         input_max_size: run the model on images shrunk to this longer side and score its upsampled
             logits against the full-size masks (:func:`forward_resized`); ``None`` = as given.
+        inference: test-time options of :func:`seglab.inference.infer_logits` (``scales``, ``flip``, ``window``,
+            ``stride``, ``blend``, ``crf``), e.g. ``TrainConfig.inference_options()``; scores then are the
+            log of the averaged probabilities (TTA) or CRF scores, and ``"loss"`` is computed on them.
 
     Returns:
         ``{"mIoU", "iou_per_class", "pixel_accuracy", "mean_class_accuracy", "fw_iou", "loss",
@@ -196,10 +171,11 @@ def evaluate(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            if input_max_size is None:
+            if input_max_size is None and not inference:
                 logits = model(images)
-            else:
-                logits = forward_resized(model, images, input_max_size, pad_multiple)
+            else:  # inference steps: seglab.inference (forward_resized when no option is given)
+                logits = infer_logits(model, images, max_size=input_max_size, pad_multiple=pad_multiple,
+                                      **(inference or {}))  # fmt: skip
         logits = logits.float()  # (N, K, H, W)
         if criterion is not None:
             loss_sum += criterion(logits, masks)

@@ -24,8 +24,8 @@ All metrics are fractions in [0, 1] (multiply by 100 only when printing). They a
 with ``average="none"`` on the classes that appear (torchmetrics reports an absent class as 0 where
 we report ``nan``), and for the mean with ``average="macro"``.
 
-Also here: ``trimap_iou`` — mIoU restricted to a band of ``band_width`` pixels around ground-truth
-boundaries (Kohli et al. 2009; used by Chen et al. 2017/2018 to show what decoders/skips recover).
+Boundary metrics (trimap IoU, boundary F-score, Boundary IoU) are in ``seglab.metrics.boundary``.
+This module needs nothing but PyTorch: it can be copied into another project alone.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "confusion_matrix",
@@ -43,8 +42,6 @@ __all__ = [
     "pixel_accuracy",
     "mean_class_accuracy",
     "frequency_weighted_iou",
-    "boundary_band",
-    "trimap_iou",
 ]
 
 
@@ -192,63 +189,3 @@ def frequency_weighted_iou(cm: torch.Tensor) -> torch.Tensor:
         return torch.tensor(math.nan, dtype=torch.float64)
     iou = torch.nan_to_num(iou_per_class(cm), nan=0.0)
     return (gt * iou).sum() / total
-
-
-def boundary_band(target: torch.Tensor, band_width: int, ignore_index: int | None = 255) -> torch.Tensor:
-    """Pixels within ``band_width`` px (Chebyshev distance) of a ground-truth label boundary.
-
-    Args:
-        target: ``(N, H, W)`` int64 mask.
-        band_width: half-width of the band in pixels (>= 1).
-        ignore_index: a change to or from the ignore value also counts as a boundary (VOC draws its
-            255 band exactly along object outlines); the ignored pixels themselves are excluded later.
-
-    Returns:
-        ``(N, H, W)`` bool tensor, True inside the band.
-    """
-    if band_width < 1:
-        raise ValueError(f"band_width must be >= 1 pixel, got {band_width}")
-    t = target.unsqueeze(1).float()
-    # A pixel is on an edge when any 4-neighbour has another label.
-    edge = torch.zeros_like(t, dtype=torch.bool)
-    edge[..., 1:, :] |= t[..., 1:, :] != t[..., :-1, :]
-    edge[..., :-1, :] |= t[..., 1:, :] != t[..., :-1, :]
-    edge[..., :, 1:] |= t[..., :, 1:] != t[..., :, :-1]
-    edge[..., :, :-1] |= t[..., :, 1:] != t[..., :, :-1]
-    # Dilate the 1-px edge into a band: a (2w-1)x(2w-1) max-pool adds w-1 px each side; done as a
-    # (k, 1) pool then a (1, k) pool, which gives the same square window for a fraction of the work.
-    k, p = 2 * band_width - 1, band_width - 1
-    band = F.max_pool2d(edge.float(), kernel_size=(k, 1), stride=1, padding=(p, 0))
-    band = F.max_pool2d(band, kernel_size=(1, k), stride=1, padding=(0, p)) > 0
-    return band.squeeze(1)
-
-
-def trimap_iou(
-    preds: torch.Tensor,
-    target: torch.Tensor,
-    num_classes: int,
-    band_width: int,
-    ignore_index: int | None = 255,
-) -> float:
-    """Trimap mIoU: mIoU counted only on pixels within ``band_width`` px of a GT boundary.
-
-    Coarse outputs (FCN-32s, a U-Net without skips, DeepLab without decoder) lose most accuracy at
-    object boundaries; this metric isolates that region (Kohli et al. 2009; Chen et al. 2018 fig. 5).
-
-    Args:
-        preds: ``(N, H, W)`` int64 class indices or ``(N, K, H, W)`` logits.
-        target: ``(N, H, W)`` int64, ``ignore_index`` skipped.
-        num_classes: K.
-        band_width: band half-width in pixels.
-
-    Returns:
-        mIoU (fraction in [0, 1]) over the band; ``nan`` if the band holds no labelled pixel.
-    """
-    preds = _as_preds(preds, target)
-    band = boundary_band(target, band_width, ignore_index)
-    masked = target.clone()
-    masked[~band] = ignore_index if ignore_index is not None else -1
-    if ignore_index is None:
-        keep = masked >= 0
-        return float(mean_iou(confusion_matrix(preds[keep], masked[keep], num_classes, None)))
-    return float(mean_iou(confusion_matrix(preds, masked, num_classes, ignore_index)))

@@ -1,0 +1,35 @@
+"""Segmentation metrics: region scores from one confusion matrix, and boundary scores.
+
+- ``seglab.metrics.confusion``: ``confusion_matrix``, ``ConfusionMatrix`` (streaming), ``iou_per_class``,
+  ``mean_iou``, ``pixel_accuracy``, ``mean_class_accuracy``, ``frequency_weighted_iou`` (needs only PyTorch:
+  copy ``confusion.py`` into another project alone).
+- ``seglab.metrics.boundary``: ``boundary_band``, ``trimap_iou`` (Kohli et al. 2009), ``boundary_f_score``
+  (Csurka et al. 2013), ``boundary_iou`` (Cheng et al. 2021).
+
+Every name is importable from ``seglab.metrics``. Metrics are fractions in [0, 1]; per-class tensors hold
+``nan`` for classes that are undefined (absent from ground truth and prediction).
+"""
+
+from seglab.metrics.boundary import (
+    BoundaryFScore, BoundaryIoU, boundary_band, boundary_f_score, boundary_iou, trimap_iou,
+)
+from seglab.metrics.confusion import (
+    ConfusionMatrix, confusion_matrix, frequency_weighted_iou, iou_per_class, mean_class_accuracy, mean_iou,
+    pixel_accuracy,
+)
+
+__all__ = [
+    "confusion_matrix",
+    "ConfusionMatrix",
+    "iou_per_class",
+    "mean_iou",
+    "pixel_accuracy",
+    "mean_class_accuracy",
+    "frequency_weighted_iou",
+    "boundary_band",
+    "trimap_iou",
+    "BoundaryFScore",
+    "boundary_f_score",
+    "BoundaryIoU",
+    "boundary_iou",
+]
