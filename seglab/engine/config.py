@@ -219,8 +219,8 @@ def validate_config(config: "TrainConfig") -> None:
         except ValueError as error:
             raise ValueError(f"{_flag('tta_scales')}: {error}") from None
     if config.window_stride is not None and (config.window is None or config.window_stride > config.window):
-        raise ValueError(f"{_flag('window_stride')} = {config.window_stride} needs {_flag('window')} of at least "
-                         f"as many pixels, got window = {config.window}")  # fmt: skip
+        raise ValueError(f"{_flag('window_stride')} = {config.window_stride} must be at most {_flag('window')} "
+                         f"(set, in pixels), got window = {config.window}")  # fmt: skip
     if config.scale_min is not None and config.scale_max is not None and config.scale_min > config.scale_max:
         raise ValueError(f"{_flag('scale_min')} = {config.scale_min} must be <= {_flag('scale_max')} = "
                          f"{config.scale_max}")  # fmt: skip
