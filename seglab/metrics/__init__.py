@@ -10,6 +10,7 @@ Every name is importable from ``seglab.metrics``. Metrics are fractions in [0, 1
 ``nan`` for classes that are undefined (absent from ground truth and prediction).
 """
 
+from seglab.metrics import boundary, confusion
 from seglab.metrics.boundary import (
     BoundaryFScore, BoundaryIoU, boundary_band, boundary_f_score, boundary_iou, trimap_iou,
 )
@@ -18,18 +19,4 @@ from seglab.metrics.confusion import (
     pixel_accuracy,
 )
 
-__all__ = [
-    "confusion_matrix",
-    "ConfusionMatrix",
-    "iou_per_class",
-    "mean_iou",
-    "pixel_accuracy",
-    "mean_class_accuracy",
-    "frequency_weighted_iou",
-    "boundary_band",
-    "trimap_iou",
-    "BoundaryFScore",
-    "boundary_f_score",
-    "BoundaryIoU",
-    "boundary_iou",
-]
+__all__ = [*confusion.__all__, *boundary.__all__]  # every public name of the two modules
