@@ -100,7 +100,7 @@ def main() -> None:
 
     # Reference work in the same run, to read the rows on a busy machine: a U-Net forward pass and the
     # simplest figure (one imshow) rendered to PNG.
-    x = widgets._as_batch(items[0][0])
+    x = widgets.model_input(items[0][0])
     with torch.no_grad():
         forward = [_timed(lambda: unet(x)) for _ in range(n)]
     rows.append(("reference", f"U-Net forward, 1×3×{size}×{size}", "-", f"{1000 * statistics.median(forward):.0f}",

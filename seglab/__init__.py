@@ -1,16 +1,36 @@
 """seglab: a workbook that teaches semantic segmentation by building it.
 
 The package is the single source of truth behind the notebooks. Each submodule can be
-imported (and copied out) on its own:
+imported (and copied out) on its own. The map (``tests/test_package.py`` checks that it lists every
+top-level module and subpackage, and only those):
 
-- ``seglab.data``            datasets (VOC 2012, CamVid, ISBI 2012, image folders, synthetic shapes)
+Data and its pictures
+- ``seglab.data``            datasets (VOC 2012 (+ SBD), CamVid, ISBI 2012, Cityscapes, ADE20K, image folders,
+                             synthetic shapes); downloads that survive dead mirrors (``fetch``), safe extraction
+- ``seglab.imaging``         the ImageNet statistics and the image <-> tensor pair (``to_tensor``, ``to_image``)
 - ``seglab.transforms``      paired image + mask augmentation presets (albumentations)
-- ``seglab.models``          FCN-32s/16s/8s, U-Net, DeepLabV3 / V3+
+
+Models and what they are scored with
+- ``seglab.models``          ``build_model`` over 13 models: FCN-32s / 16s / 8s, U-Net, DeepLabV3, DeepLabV3+,
+                             FCN (dilated ResNet), PSPNet, DeepLab v1 / v2, LR-ASPP, HRNetV2, SegFormer
 - ``seglab.losses``          cross-entropy, Dice, Focal (logits in, ``ignore_index`` honoured)
-- ``seglab.metrics``         confusion matrix, IoU, mIoU, pixel accuracy, ...
-- ``seglab.engine``          ``TrainConfig``, ``fit``, ``evaluate``, checkpoints, history
-- ``seglab.receptive_field`` theoretical, exact and effective receptive fields
-- ``seglab.viz``             matplotlib figures; ``seglab.widgets`` ipywidgets over them
+- ``seglab.metrics``         confusion matrix, IoU, mIoU, pixel accuracy; trimap IoU, boundary F-score, Boundary IoU
+
+Training and using a model
+- ``seglab.engine``          ``TrainConfig``, ``prepare`` + ``train_steps`` (step-budgeted training with fit's recipe),
+                             ``fit``, ``evaluate``, checkpoints, resume rules, history, distributed training
+- ``seglab.inference``       ``infer_logits``: resize, test-time augmentation, sliding windows, the CRF hook
+- ``seglab.crf``             fully connected CRF (mean field; exact and bilateral-grid message passing)
+- ``seglab.predict``         full-size predictions for files, folders and globs
+- ``seglab.export``          ONNX export and the onnxruntime check
+- ``seglab.files``           the one safe writer of every file a command writes, the run-folder lock
+- ``seglab.cli``             ``python -m seglab {train,evaluate,predict,download,check-data,export}``
+- ``seglab.profiles``        the notebooks' smoke / laptop / full run profiles
+
+Looking inside
+- ``seglab.receptive_field`` analytic, exact and effective receptive fields
+- ``seglab.viz``             matplotlib figures, one module per topic
+- ``seglab.widgets``         ipywidgets explorers over ``seglab.viz``
 
 Importing ``seglab`` imports nothing heavy and runs nothing.
 """

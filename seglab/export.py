@@ -1,6 +1,7 @@
 """Export a segmentation model to ONNX and check onnxruntime against PyTorch.
 
-``python -m seglab export CKPT --format onnx`` calls ``export_onnx`` then ``onnx_max_abs_diff``.
+``python -m seglab export CKPT --format onnx`` calls ``export_onnx``, which checks the graph with onnxruntime
+(``onnx_max_abs_diff``) in a temp file and only then moves it into place: no unchecked ``.onnx`` is left.
 
 The graph maps ``images`` ``(N, 3, H, W) float32`` (ImageNet-normalised) to ``logits`` ``(N, K, H, W)
 float32``, the contract of every ``seglab.models`` model. ``N`` is dynamic; ``H`` and ``W`` are fixed at
@@ -31,21 +32,30 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-__all__ = ["DEFAULT_OPSET", "UnsupportedOperatorError", "export_onnx", "onnx_max_abs_diff", "check_onnx_destination"]
+from seglab.files import atomic_path, check_target
+
+__all__ = ["DEFAULT_OPSET", "CHECK_TOLERANCE", "MAX_INPUT_PIXELS", "UnsupportedOperatorError", "export_onnx",
+           "onnx_max_abs_diff", "check_onnx_destination", "check_input_size", "require_export_packages"]
 
 #: The opset of torch 2.14's ONNX function library (torchlib); a higher one costs a version conversion.
 DEFAULT_OPSET = 18
 _PROTOBUF_LIMIT = 2**31 - 1  # bytes: one ONNX file (no external data) must stay under 2 GB
+#: ``export_onnx(check=True)``: largest allowed |onnxruntime - PyTorch| per unit of the largest |logit| (>= 1)
+CHECK_TOLERANCE = 1e-3
 _INSTALL_HINT = "pip install onnx onnxscript onnxruntime (or pip install -e '.[export]')"
+#: The largest ``H * W`` of ``input_size`` (4096 x 4096): the export runs the model on a batch of 2 at that size
+#: and checks the graph at it, so a larger size costs many GB and minutes before anything is written.
+MAX_INPUT_PIXELS = 4096 * 4096
 
 
 class UnsupportedOperatorError(RuntimeError):
@@ -56,38 +66,70 @@ class UnsupportedOperatorError(RuntimeError):
         self.op = op
 
 
-def _parse_input_size(input_size: int | Sequence[int]) -> tuple[int, int]:
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
-        raise ValueError(f"input_size must be H, W (or one size for both) in pixels >= 1; got {input_size!r}")
-    return size  # type: ignore[return-value]
-
-
-def check_onnx_destination(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Refuse a destination that would lose something; return it as a Path.
+def check_input_size(input_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of ``input_size`` (``(H, W)`` or one int for both), checked before any work.
 
     Raises:
-        ValueError: the name does not end in ``.onnx`` (so a checkpoint or an image is never replaced).
-        IsADirectoryError: ``path`` is a folder. NotADirectoryError: a parent of it is a file.
-        FileExistsError: ``path`` exists (or is a symlink) and ``overwrite`` is False; a symlink is refused
-            always (``os.replace`` would replace the link, not the file it points to).
+        ValueError: not one or two whole numbers >= 1, or ``H * W`` over ``MAX_INPUT_PIXELS`` (4096 x 4096).
+    """
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+        raise ValueError(f"input_size (--input-size) must be H, W (or one size for both) in pixels >= 1; got "
+                         f"{input_size!r}")  # fmt: skip
+    height, width = size
+    if height * width > MAX_INPUT_PIXELS:
+        raise ValueError(f"input_size (--input-size) {height} x {width} = {height * width:.3g} pixels is over the "
+                         f"limit of {MAX_INPUT_PIXELS} (4096 x 4096): the graph's input size is fixed, and exporting "
+                         "runs the model on it; export at the size you will feed the graph (e.g. 512 512)")  # fmt: skip
+    return height, width
+
+
+def check_onnx_destination(path: str | os.PathLike, *, overwrite: bool = False,
+                           inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Refuse a destination that would lose something; return it as a Path.
+
+    The name must end in ``.onnx`` (so a checkpoint or an image is never replaced by mistake); the rest is
+    ``seglab.files.check_target``: ``inputs`` (the checkpoint) never replaced, no symbolic link, no
+    existing file without ``overwrite``, a writable folder.
+
+    Raises:
+        ValueError: the name does not end in ``.onnx``.
+        IsADirectoryError / NotADirectoryError / PermissionError / FileExistsError: see ``check_target``.
     """
     path = Path(path).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(f"--out {path} is a folder; give a file path such as {path / 'model.onnx'}")
-    if path.suffix.lower() != ".onnx":
+    if path.suffix.lower() != ".onnx" and not path.is_dir():
         raise ValueError(f"--out {path}: the file name must end in .onnx (e.g. {path.with_suffix('.onnx')})")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(f"--out {path}: {parent} is a file, not a folder; pass another path")
-            break
-    if path.is_symlink():
-        raise FileExistsError(f"--out {path} is a symbolic link; refusing to replace it: give a plain file path")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it, "
-                              "or choose another --out path")
-    return path
+    return check_target(path, overwrite=overwrite, inputs=inputs, what="--out")
+
+
+def require_export_packages(check: bool = True) -> None:
+    """Fail at once, before a long export, if a package it needs is missing: onnx and onnxscript (torch's
+    exporter), and onnxruntime when the export is to be ``check``-ed.
+
+    Raises:
+        RuntimeError: naming the missing packages and the pip command that installs them.
+    """
+    import importlib.util
+
+    names = ["onnx", "onnxscript"] + (["onnxruntime"] if check else [])
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(f"ONNX export needs the packages {', '.join(missing)}, which are not installed: "
+                           f"{_INSTALL_HINT}")  # fmt: skip
+
+
+def _check_graph(model: nn.Module, path: Path, height: int, width: int) -> float:
+    """The max abs diff of onnxruntime and PyTorch on a seeded random ``(1, 3, H, W)`` input; raises if it is
+    over ``CHECK_TOLERANCE`` times the largest |logit| (at least 1), or not finite."""
+    images = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    got, expected = _onnxruntime_logits(path, images), _torch_logits(model, images)
+    diff = float((got - expected).abs().max()) if got.shape == expected.shape else math.inf
+    tolerance = CHECK_TOLERANCE * max(1.0, float(expected.abs().max()))
+    if not diff <= tolerance:  # nan too
+        raise RuntimeError(f"the exported graph does not reproduce the model: onnxruntime's logits {tuple(got.shape)} "
+                           f"differ from PyTorch's {tuple(expected.shape)} by {diff:.2e} (tolerance {tolerance:.1e}) "
+                           "on a random input, so no file was written; export with check=False to inspect it")
+    return diff
 
 
 @contextlib.contextmanager
@@ -137,36 +179,43 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
+    check: bool = True,
+    log: Callable[[str], object] | None = None,
 ) -> Path:
-    """Write ``model`` (in eval mode) as an ONNX file at ``path``; return the path.
+    """Write ``model`` (in eval mode) as an ONNX file at ``path``, checked with onnxruntime first; return the path.
 
     Args:
         model: ``(N, 3, H, W) float32`` -> ``(N, K, H, W) float32`` logits (any ``seglab.models`` model).
             Exported on the CPU in eval mode (BatchNorm running statistics, no dropout); its device and
             training flag are restored afterwards.
-        path: the ``.onnx`` file to write: atomically (temp file in its folder + ``os.replace``), one
-            file with the weights inside (no external data).
-        input_size: ``(H, W)`` (or one int for both) in pixels, fixed in the graph.
+        path: the ``.onnx`` file to write (one file with the weights inside, no external data), through
+            ``seglab.files.atomic_path``: the graph goes to a temp file in its folder, is checked there, and
+            only then replaces ``path``; a failed export or check leaves nothing behind.
+        input_size: ``(H, W)`` (or one int for both) in pixels, fixed in the graph; ``H * W`` at most
+            ``MAX_INPUT_PIXELS`` (4096 x 4096).
         opset: the ai.onnx opset (default ``DEFAULT_OPSET``, 18).
         dynamic_batch: let ``N`` vary (input ``images`` and output ``logits`` axis 0 named ``"N"``).
         overwrite: replace an existing file at ``path``.
+        inputs: files the caller read (its checkpoint): never replaced, even with ``overwrite``.
+        check: run the graph in onnxruntime on a seeded random ``(1, 3, H, W)`` input and refuse it if its
+            logits differ from PyTorch's by more than ``CHECK_TOLERANCE`` (relative to the largest logit, at
+            least 1); ``log`` (e.g. ``print``) receives the measured max abs diff.
 
     Raises:
-        ValueError / IsADirectoryError / NotADirectoryError / FileExistsError: see ``check_onnx_destination``
-            and ``input_size`` (checked before any work).
+        ValueError / IsADirectoryError / NotADirectoryError / PermissionError / FileExistsError: see
+            ``check_onnx_destination`` and ``check_input_size`` (checked before any work).
         FloatingPointError: the model holds nan/inf weights (never exported).
         UnsupportedOperatorError: an operator without ONNX conversion; the message names it.
-        RuntimeError: another export failure (its summary), a model over 2 GB, or onnx/onnxscript missing.
+        RuntimeError: another export failure (its summary), a model over 2 GB, a failed check, or onnx /
+            onnxscript (/ onnxruntime with ``check``) missing (checked before the export).
+        OSError naming the file: the disk is full.
     """
-    from seglab.engine.checkpoint import atomic_write_bytes, nonfinite_tensors
+    from seglab.engine.checkpoint import nonfinite_tensors
 
-    path = check_onnx_destination(path, overwrite=overwrite)
-    height, width = _parse_input_size(input_size)
-    try:
-        import onnx  # noqa: F401  (torch.onnx needs both)
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise RuntimeError(f"ONNX export needs the packages onnx and onnxscript ({error}): {_INSTALL_HINT}") from None
+    path = check_onnx_destination(path, overwrite=overwrite, inputs=inputs)
+    height, width = check_input_size(input_size)
+    require_export_packages(check)
     bad = nonfinite_tensors(model)
     if bad:
         raise FloatingPointError(f"the model holds nan/inf weights ({len(bad)} tensors, e.g. {bad[:3]}); "
@@ -202,7 +251,13 @@ def export_onnx(
     if proto.ByteSize() > _PROTOBUF_LIMIT:
         raise RuntimeError(f"the ONNX model is {proto.ByteSize() / 2**30:.1f} GiB, over protobuf's 2 GB limit "
                            "for one file; export a smaller model")
-    atomic_write_bytes(path, proto.SerializeToString())
+    with atomic_path(path, overwrite=overwrite, inputs=inputs) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+        if check:
+            diff = _check_graph(model, tmp, height, width)
+            if log is not None:
+                log(f"checked before writing: onnxruntime vs PyTorch on a random (1, 3, {height}, {width}) input, "
+                    f"max abs diff {diff:.2e}")  # fmt: skip
     return path
 
 
@@ -219,6 +274,15 @@ def onnx_max_abs_diff(model: nn.Module, path: str | os.PathLike, images: torch.T
         RuntimeError: onnxruntime is missing, or the outputs differ in shape.
         FileNotFoundError: no file at ``path``.
     """
+    got = _onnxruntime_logits(path, images)
+    expected = _torch_logits(model, images)
+    if got.shape != expected.shape:
+        raise RuntimeError(f"onnxruntime returned {tuple(got.shape)}, PyTorch {tuple(expected.shape)}")
+    return float((got - expected).abs().max())
+
+
+def _onnxruntime_logits(path: str | os.PathLike, images: torch.Tensor) -> torch.Tensor:
+    """``(N, K, H, W) float32`` logits of the ONNX file at ``path`` for ``images``, from onnxruntime on the CPU."""
     try:
         import onnxruntime
     except ImportError as error:
@@ -230,14 +294,16 @@ def onnx_max_abs_diff(model: nn.Module, path: str | os.PathLike, images: torch.T
     options.intra_op_num_threads = torch.get_num_threads()
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     images = images.detach().cpu().float()
-    (logits,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})  # (N, K, H, W)
+    (logits,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    return torch.from_numpy(logits)
+
+
+def _torch_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images)`` on the CPU in eval mode, float32; the model's device and training flag are restored."""
     was_training = model.training
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
     try:
         with torch.no_grad():
-            expected = model.cpu().eval()(images).float()  # (N, K, H, W)
+            return model.cpu().eval()(images.detach().cpu().float()).float()
     finally:
         model.to(device).train(was_training)
-    if tuple(logits.shape) != tuple(expected.shape):
-        raise RuntimeError(f"onnxruntime returned {tuple(logits.shape)}, PyTorch {tuple(expected.shape)}")
-    return float((torch.from_numpy(logits) - expected).abs().max())

@@ -13,7 +13,9 @@ Rules that keep labels honest:
   value ``seglab.data.pad_collate`` pads with.
 
 Both presets take ``image (H, W, 3) uint8`` and ``mask (H, W)`` integers and return
-``{"image": (3, H', W') float32 tensor, "mask": (H', W') int64 tensor}``.
+``{"image": (3, H', W') float32 tensor, "mask": (H', W') int64 tensor}``. The normalisation
+statistics come from ``seglab.imaging`` (ImageNet's), whose ``to_tensor`` gives the same image tensor
+without albumentations and whose ``to_image`` undoes it (``denormalize`` here).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from seglab.imaging import IMAGENET_MEAN, IMAGENET_STD, to_image
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check when albumentations is imported
 
 import albumentations as A  # noqa: E402
@@ -31,10 +35,6 @@ import cv2  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "denormalize"]
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
 
 def _mask_to_int64(mask: np.ndarray, **params) -> np.ndarray:
     """albumentations hands masks back as int32 or uint8; the loss wants int64."""
@@ -166,14 +166,10 @@ def denormalize(
 ) -> np.ndarray:
     """Undo ``Normalize`` for display: ``(3, H, W)`` -> ``(H, W, 3) uint8``; ``(N, 3, H, W)`` -> ``(N, H, W, 3)``.
 
-    Values are multiplied by ``std``, shifted by ``mean``, scaled to 0-255, rounded and clipped.
+    Exactly ``seglab.imaging.to_image`` (values multiplied by ``std``, shifted by ``mean``, scaled to
+    0-255, rounded and clipped), kept under this name beside the presets it inverts.
 
     Raises:
         ValueError: the input is not channels-first with 3 channels.
     """
-    array = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
-    if array.ndim not in (3, 4) or array.shape[-3] != 3:
-        raise ValueError(f"denormalize expects (3, H, W) or (N, 3, H, W), got shape {array.shape}")
-    array = np.moveaxis(array, -3, -1)  # (..., H, W, 3)
-    array = array * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
-    return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    return to_image(image, mean, std)

@@ -99,6 +99,32 @@ def test_link_combinations_that_escape_are_refused(tmp_path, members):
         check_members(tar_members, dest.resolve())
 
 
+@pytest.mark.parametrize(
+    ("members", "reason"),
+    [
+        ([("sym", "l1/.", ".")], r"ends in '/' or '/\.'"),
+        ([("file", "a/", "")], r"ends in '/' or '/\.'"),
+        ([("dir", "d/x", ""), ("sym", "d/x", "x")], "a symlink where a folder 'd/x' is"),
+        ([("file", "d/x/f", ""), ("sym", "d/x", "x")], "a symlink where a folder 'd/x' is"),
+    ],
+    ids=["sym-dot", "file-slash", "sym-over-dir", "sym-over-implied-dir"],
+)
+def test_members_that_make_tarfile_recurse_are_refused(tmp_path, members, reason):
+    # before: RecursionError from tarfile's fallback for a link it cannot create (found by the property test)
+    archive = tmp_path / "odd.tar"
+    with tarfile.open(archive, "w") as tar:
+        for kind, name, target in members:
+            info = _info(kind, name, target)
+            if kind == "file":
+                info.size = 1
+                tar.addfile(info, io.BytesIO(b"x"))
+            else:
+                tar.addfile(info)
+    with pytest.raises(UnsafeArchiveError, match=reason):
+        safe_extract(archive, tmp_path / "dest")
+    assert listing(tmp_path / "dest") == []
+
+
 def test_links_that_stay_inside_are_kept(tmp_path):
     with tarfile.open(tmp_path / "ok.tar", "w") as tar:
         add_file(tar, "data/real.txt", b"ok")

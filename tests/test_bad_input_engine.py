@@ -131,3 +131,72 @@ def test_outputs_follow_the_umask(tmp_path):
         os.umask(previous)
     for name in ["config.json", "last.pt", "best.pt", "history.json", "history.csv", "curves.png"]:
         assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o640, name
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_when_loaded(tmp_path, capsys):
+    # before (issue 16, item 9): predict and evaluate ran it and wrote all-zero masks / IoU 0 with exit 0
+    from PIL import Image
+
+    from seglab.engine import load_checkpoint, load_model, save_checkpoint
+
+    fit(replace(TINY, out=str(tmp_path / "run")))
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    name = sorted(state["model"])[3]
+    state["model"][name][...] = float("nan")
+    bad = tmp_path / "nan.pt"
+    save_checkpoint(bad, state)
+    with pytest.raises(ValueError, match=rf"{bad} holds nan/inf weights \(1 tensor\(s\), first: {name}\).*--lr"):
+        load_model(bad)
+    load_model(tmp_path / "run" / "last.pt")  # a finite one loads
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (40, 32), (120, 30, 200)).save(image)
+    for args in (["evaluate", str(bad), "--max-batches", "1", "--device", "cpu"],
+                 ["predict", str(bad), str(image), "--out", str(tmp_path / "pred"), "--device", "cpu"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {bad} holds nan/inf weights") and err.count("\n") == 1, err
+    assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir())
+
+
+@pytest.mark.parametrize("device", ["meta", "xpu", "gpu", "cuda:x"])
+def test_an_unsupported_device_is_refused_before_anything_is_written(tmp_path, capsys, device):
+    # before (issue 16, item 13): --device meta failed with "unsupported scalarType" after config.json was written
+    from seglab.engine import resolve_device
+
+    choices = "auto, cpu, cuda, cuda:N or mps"
+    with pytest.raises(ValueError, match=rf"--device '{device}' is not (supported|a device).*{choices}"):
+        resolve_device(device)
+    with pytest.raises(ValueError, match=rf"--device '{device}'"):
+        TrainConfig(device=device)
+    out = tmp_path / "run"
+    assert main(["train", "--device", device, "--out", str(out), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --device '{device}'") and err.count("\n") == 1 and len(err) < 200
+    assert not out.exists()  # nothing written, not even the folder
+
+
+def test_a_missing_gpu_is_named(monkeypatch):
+    from seglab.engine import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA is not available: use --device cpu"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"--device 'cuda:2': this machine has 2 CUDA GPU\(s\), cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_predict_and_evaluate_refuse_an_unsupported_device_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    fit(replace(TINY, out=str(tmp_path / "run")))
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (40, 32), (120, 30, 200)).save(image)
+    checkpoint = str(tmp_path / "run" / "last.pt")
+    for args in (["predict", checkpoint, str(image), "--out", str(tmp_path / "pred"), "--device", "meta"],
+                 ["evaluate", checkpoint, "--max-batches", "1", "--device", "meta"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --device 'meta' is not supported") and err.count("\n") == 1 and len(err) < 200
+    assert not (tmp_path / "pred").exists()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -54,6 +55,20 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_python_dash_m_entry_point():
-    result = subprocess.run([sys.executable, "-m", "seglab", "train", "--help"], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["seglab", "seglab.cli"])
+def test_python_dash_m_entry_point(module):
+    result = subprocess.run([sys.executable, "-m", module, "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--max-train-batches" in result.stdout
+
+
+def test_the_cli_package_keeps_its_names():
+    # seglab/cli.py became the package seglab/cli/: the console script seglab.cli:main and the names tests use
+    import seglab.cli
+    from seglab.cli import _error_message
+    from seglab.cli.entry import main as entry_main
+    from seglab.cli.errors import error_message
+
+    assert seglab.cli.__all__ == ["main", "build_parser", "config_from_args"]
+    assert seglab.cli.main is entry_main and _error_message is error_message
+    assert set(build_parser().parse_args(["download", "voc"]).__dict__) >= {"command", "dataset", "data_root",
+                                                                           "from_file"}  # fmt: skip

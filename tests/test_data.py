@@ -34,9 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_list_datasets_and_unknown_name():
-    assert list_datasets() == ["synthetic", "voc", "camvid", "isbi2012", "folder"]
-    with pytest.raises(ValueError, match=r"unknown dataset 'cityscapes'.*synthetic.*voc.*camvid.*isbi2012.*folder"):
-        build_dataset("cityscapes", "train")
+    assert list_datasets() == ["synthetic", "voc", "camvid", "isbi2012", "cityscapes", "ade20k", "folder"]
+    with pytest.raises(ValueError, match=r"unknown dataset 'kitti'.*voc.*camvid.*isbi2012.*cityscapes.*ade20k.*folder"):
+        build_dataset("kitti", "train")
     with pytest.raises(ValueError, match=r"unknown dataset 'coco'; valid names"):
         resolve_root("coco")
 
@@ -49,6 +49,8 @@ def test_resolve_root_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("SEGLAB_DATA", str(tmp_path))
     assert resolve_root("isbi2012") == tmp_path / "isbi2012"
     assert resolve_root("voc") == tmp_path / "VOCdevkit"
+    assert resolve_root("cityscapes") == tmp_path / "cityscapes"
+    assert resolve_root("ade20k") == tmp_path / "ADEChallengeData2016"
     assert resolve_root("camvid", tmp_path / "mine") == tmp_path / "mine"  # explicit root wins
 
 
@@ -99,7 +101,7 @@ def test_camvid_and_isbi_missing_say_where_to_get_them(tmp_path):
         download("isbi2012", tmp_path)
     with pytest.raises(ValueError, match="nothing to download"):
         download("synthetic")
-    with pytest.raises(ValueError, match=r"valid names: \['voc', 'sbd', 'camvid', 'isbi2012'\]"):
+    with pytest.raises(ValueError, match=r"names: \['voc', 'sbd', 'camvid', 'isbi2012', 'cityscapes', 'ade20k'\]"):
         download("kitti")
 
 

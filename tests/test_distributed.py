@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -232,41 +233,30 @@ def test_no_two_ranks_or_workers_draw_the_same_augmentation(tmp_path):
 _SCRIPT = textwrap.dedent('''
     import json, os, signal, sys
     from pathlib import Path
-    import seglab.engine.checkpoint as checkpoint
     import seglab.engine.run as run
     from seglab.engine import TrainConfig, fit
 
     out, log, kill_epoch, resume = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     rank = int(os.environ["RANK"])
-    real_write = checkpoint.atomic_write_bytes
+    real_replace = os.replace
 
-    def logged_write(path, data):  # every file fit writes goes through atomic_write_bytes
+    def logged_replace(src, dst, *args, **kwargs):  # every file fit writes ends in an atomic os.replace
         with open(log / f"writes_rank{rank}.txt", "a") as f:
-            f.write(f"{Path(path).name}\\n")
-        real_write(path, data)
+            f.write(f"{Path(dst).name}\\n")
+        return real_replace(src, dst, *args, **kwargs)
 
-    checkpoint.atomic_write_bytes = run.atomic_write_bytes = logged_write
-    real_train = run.train_one_epoch
+    os.replace = logged_replace
+    real_train_steps = run.train_steps
     calls = {"epoch": 0}
 
-    class KillAfterOneBatch:  # rank 1 dies (SIGKILL: no cleanup at all) inside epoch kill_epoch
-        def __init__(self, loader):
-            self.loader = loader
-        def __len__(self):
-            return len(self.loader)
-        def __iter__(self):
-            for i, batch in enumerate(self.loader):
-                if i == 1:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                yield batch
-
-    def train_one_epoch(model, loader, *args, **kwargs):
+    def train_steps(state, n, **kwargs):  # fit trains each epoch with one call
         calls["epoch"] += 1
-        if rank == 1 and calls["epoch"] == kill_epoch:
-            loader = KillAfterOneBatch(loader)
-        return real_train(model, loader, *args, **kwargs)
+        if rank == 1 and calls["epoch"] == kill_epoch:  # rank 1 dies (SIGKILL: no cleanup) after one step
+            real_train_steps(state, 1, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_train_steps(state, n, **kwargs)
 
-    run.train_one_epoch = train_one_epoch
+    run.train_steps = train_steps
     config = TrainConfig(model="unet", base_channels=4, crop_size=32, batch_size=2, epochs=3, max_train_batches=4,
                          max_val_batches=2, val_batch_size=4, num_workers=0, progress=False, out=out, resume=resume,
                          dist_timeout=60.0, device="cpu")
@@ -341,9 +331,45 @@ def test_killed_run_resumes_without_gap_or_repeat(tmp_path, uninterrupted):
         for key in want:
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7, nan_ok=True), key
     # another world size: a clear error, not a silently different run
-    with pytest.raises(RuntimeError, match="trained by 2 process"):
+    with pytest.raises(ValueError, match="trained by 2 process"):
         fit(TrainConfig.from_dict(dict(json.loads((out / "config.json").read_text()), resume=True, epochs=4,
                                        verbose=False)))
+
+
+# --- 6. a stopped rank: rank 0 names it ---------------------------------------------------------------
+
+def _stopped_rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    try:
+        with distributed_session("cpu", "gloo", timeout=3):
+            torch.distributed.all_reduce(torch.ones(1))  # both ranks are up
+            if rank == 1:
+                os.kill(os.getpid(), signal.SIGSTOP)  # stopped, not dead: the others wait for it until the timeout
+            torch.distributed.all_reduce(torch.ones(1))
+    except RuntimeError as error:
+        Path(out).write_text(str(error))
+
+
+@pytest.mark.slow  # two spawned processes and a 3 s collective timeout
+def test_a_stopped_rank_is_named_with_the_timeout_flag(tmp_path):
+    # before (issue 16, item 13): rank 0 said only "Timed out waiting 60000ms for recv", torchrun blamed rank 0
+    out = tmp_path / "rank0.txt"
+    context = mp.start_processes(_stopped_rank, args=(_free_port(), str(out)), nprocs=WORLD, join=False,
+                                 start_method="spawn")
+    rank0, rank1 = context.processes
+    try:
+        rank0.join(timeout=120)
+        assert rank0.exitcode == 0
+    finally:
+        for process in (rank1, rank0):  # rank 1 is stopped: SIGKILL ends it anyway
+            if process.is_alive():
+                process.kill()
+            process.join()
+    message = out.read_text()
+    assert message.startswith("rank 1 of 2 did not answer within the 3 s timeout"), message
+    assert "raise --dist-timeout (now 3 s)" in message and "\n" not in message
 
 
 # --- clear errors ------------------------------------------------------------------------------------

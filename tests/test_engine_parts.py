@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from seglab.engine import (
     TrainConfig, build_loaders, evaluate, forward_resized, resolve_amp_dtype, resolve_channels_last, train_one_epoch,
 )
-from seglab.engine import config as config_module
+from seglab.engine import device as device_module
 from seglab.engine.build import lr_factor
 from seglab.engine.loaders import SeededDataset, sample_seed
 from seglab.losses import cross_entropy
@@ -17,14 +17,14 @@ from seglab.losses import cross_entropy
 
 def test_amp_auto_follows_the_cpu(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
     assert resolve_amp_dtype("auto", cpu) == torch.bfloat16
-    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
     assert resolve_amp_dtype("auto", cpu) is None
     assert resolve_amp_dtype("on", cpu) == torch.bfloat16 and resolve_amp_dtype("off", cpu) is None
     assert resolve_amp_dtype(False, cpu) is None  # older configs stored booleans
     assert not resolve_channels_last("auto", cpu) and resolve_channels_last("on", cpu)
-    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
     assert resolve_channels_last("auto", cpu) and not resolve_channels_last("off", cpu)
 
 

@@ -110,6 +110,19 @@ def test_bf_score_matches_a_scipy_distance_transform(seed, tolerance):
     assert result.scores[:, 4].isnan().all()  # class 4 never appears
 
 
+@pytest.mark.parametrize("tolerance", [0.5, 1.5, 3, 7.2, 29, 45, 60])
+def test_bf_score_matches_scipy_on_a_tall_image_at_every_distance(tolerance):
+    # taller than wide (the dilation loops over the shorter side), distances up to past the diagonal (50.8 px)
+    g = torch.Generator().manual_seed(7)
+    target = torch.nn.functional.interpolate(torch.randint(0, 3, (2, 1, 5, 3), generator=g).float(),
+                                             size=(41, 30), mode="nearest")[:, 0].long()  # fmt: skip
+    preds = torch.nn.functional.interpolate(torch.randint(0, 3, (2, 1, 4, 4), generator=g).float(),
+                                            size=(41, 30), mode="nearest")[:, 0].long()  # fmt: skip
+    target[0, :, :2] = 255
+    result = boundary_f_score(preds, target, 3, tolerance=tolerance)
+    np.testing.assert_allclose(result.scores.numpy(), _bf_oracle(preds, target, 3, tolerance), rtol=1e-12, atol=1e-12)
+
+
 def test_bf_score_logits_and_bad_input():
     target = _square(6, 2, 2, 2)[None]
     logits = torch.nn.functional.one_hot(_square(6, 2, 3, 2), 2).permute(2, 0, 1)[None].float()
@@ -158,15 +171,15 @@ def _mask_to_boundary_scipy(mask, dilation_ratio):
     return (mask.astype(bool) & ~eroded).astype(np.uint8)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("dilation_ratio", [0.02, 0.06, 0.2])
-def test_boundary_iou_matches_the_reference_erosion(seed, dilation_ratio):
+@pytest.mark.parametrize("seed,size", [(0, (40, 52)), (1, (40, 52)), (2, (52, 40))])
+@pytest.mark.parametrize("dilation_ratio", [0.02, 0.06, 0.2, 0.3])
+def test_boundary_iou_matches_the_reference_erosion(seed, size, dilation_ratio):
     g = torch.Generator().manual_seed(seed)
     target = torch.nn.functional.interpolate(torch.randint(0, 3, (2, 1, 5, 6), generator=g).float(),
-                                             size=(40, 52), mode="nearest")[:, 0].long()  # fmt: skip
+                                             size=size, mode="nearest")[:, 0].long()  # fmt: skip
     preds = torch.nn.functional.interpolate(torch.randint(0, 3, (2, 1, 6, 5), generator=g).float(),
-                                            size=(40, 52), mode="nearest")[:, 0].long()  # fmt: skip
-    preds = torch.where(torch.rand(2, 40, 52, generator=g) < 0.6, target, preds)
+                                            size=size, mode="nearest")[:, 0].long()  # fmt: skip
+    preds = torch.where(torch.rand(2, *size, generator=g) < 0.6, target, preds)
     target[:, :3] = 255  # an unlabelled strip
     result = boundary_iou(preds, target, 4, dilation_ratio=dilation_ratio)
     for to_boundary in (_mask_to_boundary, _mask_to_boundary_scipy):

@@ -312,3 +312,52 @@ def test_weights_backbone_by_name_reads_the_hub_cache(offline_hub):
 
 def test_backbone_registry():
     assert BACKBONES == ("vgg16", "resnet18", "resnet34", "resnet50", "resnet101")
+
+
+# ---------------------------------------------------------------------------------- the model table
+# The smallest backbone each model accepts: every row of the table builds the class it names.
+TABLE_CLASSES = {
+    "fcn32s": ("FCN", "resnet18"), "fcn16s": ("FCN", "resnet18"), "fcn8s": ("FCN", "resnet18"),
+    "unet": ("UNet", None), "deeplabv3": ("DeepLabV3", "resnet18"), "deeplabv3plus": ("DeepLabV3Plus", "resnet18"),
+    "fcn_dilated": ("DilatedFCN", "resnet18"), "pspnet": ("PSPNet", "resnet18"), "deeplabv1": ("DeepLabV1", None),
+    "deeplabv2": ("DeepLabV2", "resnet18"), "lraspp": ("LRASPP", None), "hrnet": ("HRNet", None),
+    "segformer": ("SegFormer", None),
+}
+
+
+def test_every_model_in_the_table_builds_its_class():
+    import seglab.models as models
+
+    assert list(TABLE_CLASSES) == list_models() == list(models.MODELS)
+    for name, (class_name, backbone) in TABLE_CLASSES.items():
+        model = build_model(name, 3, backbone=backbone)
+        assert type(model).__name__ == class_name, name
+    assert build_model("fcn16s", 3, backbone="resnet18").variant == "16s"
+    assert build_model("hrnet", 3, backbone="hrnet_w32").width == 32
+    assert build_model("segformer", 3, backbone="mit_b1").variant == "b1"
+
+
+def test_table_options_are_the_model_classes_keyword_arguments():
+    """``model_options(name)`` lists exactly what the class takes, less what ``build_model`` itself fills in."""
+    import inspect
+
+    import seglab.models as models
+
+    filled = {"num_classes", "backbone", "encoder", "weights_backbone", "variant", "width"}
+    for name, (class_name, _) in TABLE_CLASSES.items():
+        parameters = set(inspect.signature(getattr(models, class_name)).parameters) - filled
+        assert set(models.model_options(name)) == parameters, name
+    assert models.model_options("deeplabv3") == ("output_stride", "atrous_rates", "aux_loss")
+
+
+def test_options_a_model_does_not_take_are_named():
+    with pytest.raises(ValueError, match="model 'unet' takes no option output_stride; its options: in_channels"):
+        build_model("unet", 3, output_stride=8)
+    with pytest.raises(ValueError, match="unknown model 'segnet'; valid: fcn32s"):
+        from seglab.models import model_options
+
+        model_options("segnet")
+    with pytest.raises(ValueError, match="unknown lraspp backbone 'resnet18'; valid: mobilenet_v3_large"):
+        build_model("lraspp", 3, backbone="resnet18")
+    with pytest.raises(ValueError, match="segformer takes no weights_backbone"):
+        build_model("segformer", 3, weights_backbone="IMAGENET1K_V1")

@@ -83,3 +83,67 @@ def test_exercises_and_solutions(path):
     assert solution.is_file(), f"missing {solution.relative_to(REPO)}"
     claims = sum(c.source.count("assert ") for c in nb.cells if c.cell_type == "code")
     assert claims >= 3, f"{path.name}: only {claims} asserts; every claim should be checked"
+
+
+# A 16-bit autocast dtype written into a notebook: `AMP_DTYPE = torch.bfloat16 ...`, `amp_dtype=torch.float16`.
+_FORCED_PRECISION = re.compile(r"\b(amp_dtype|AMP_DTYPE)\s*=\s*torch\.(bfloat16|float16|half)\b")
+
+
+def _trains(code: str) -> bool:
+    return bool(re.search(r"\btrain_one_epoch\(|\bfit\(", code))
+
+
+@pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
+def test_precision_is_the_engines_choice(path):
+    # Emulated bf16 on a CPU without a native bf16 path made a training step 14-20x slower (issue 18): the
+    # precision comes from seglab.engine.resolve_amp_dtype("auto", device), never from the notebook.
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            match = _FORCED_PRECISION.search(cell.source)
+            assert match is None, f"{path.name}: `{match.group(0)}` forces the precision; use resolve_amp_dtype('auto', device)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_training_notebooks_say_which_cpu_they_found(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    if not _trains("\n".join(code)):
+        return
+    setup = next(source for source in code if "PROFILE = select_profile()" in source)
+    assert re.search(r"print\(.*cpu_has_fast_bf16\(\)", setup, re.S), (
+        f"{path.name} trains, but its setup cell does not print whether the CPU has native bf16 (cpu_has_fast_bf16())"
+    )
+
+
+def test_ci_runs_the_notebooks_without_data():
+    # the fresh-clone path (no SEGLAB_DATA: the synthetic shapes) is run by CI too, so its asserts cannot rot
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^env -u SEGLAB_DATA SEGLAB_PROFILE=smoke .*pytest notebooks", ci, re.M), ci
+
+
+def _run_notebooks_tool():
+    spec = importlib.util.spec_from_file_location("run_notebooks", REPO / "tools" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_notebooks_save_dir_never_overwrites(tmp_path, capsys):
+    tool = _run_notebooks_tool()
+    notebook = tmp_path / "nb" / "00_x.ipynb"
+    notebook.parent.mkdir()
+    notebook.write_text("{}")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "00_x.ipynb").write_text("a user's file")
+    cases = {  # --save-dir -> what the one-line error must name
+        tmp_path / "missing": "is not an existing folder",
+        notebook.parent: "holds the notebooks themselves",
+        tmp_path / "out": "00_x.ipynb would be overwritten",
+    }
+    for save_dir, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(["--save-dir", str(save_dir), str(notebook)])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "out" / "00_x.ipynb").read_text() == "a user's file" and notebook.read_text() == "{}"

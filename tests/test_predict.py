@@ -78,6 +78,27 @@ def test_batched_prediction_equals_one_at_a_time():
         np.testing.assert_array_equal(pred, predict_image(model, image, max_size=32))
 
 
+def test_the_crf_sees_the_photo_itself_so_a_black_photo_works(tmp_path, checkpoint, capsys, monkeypatch):
+    # found by tests/test_fuzz_cli.py: `predict --crf` on an all-black photo failed with "images look scaled to
+    # [0, 1] (max 7.6e-06): multiply by 255": the CRF got the normalised input turned back into float colours
+    import seglab.predict.arrays
+
+    black = np.zeros((20, 30, 3), np.uint8)
+    seen = []
+    real = seglab.predict.arrays.infer_logits
+    monkeypatch.setattr(seglab.predict.arrays, "infer_logits", lambda *a, **k: seen.append(k) or real(*a, **k))
+    pred = predict_image(red_vs_green(), black, inference={"crf": True, "crf_max_size": 16})
+    assert pred.shape == (20, 30) and (pred == 0).all()  # green beats red on black after normalisation
+    (rgb,) = [k["crf_images"] for k in seen]
+    assert rgb.dtype == torch.uint8 and torch.equal(rgb, torch.zeros(1, 3, 20, 30, dtype=torch.uint8))
+    predict_image(red_vs_green(), black)  # without the CRF: no crf_images (infer_logits refuses them)
+    assert "crf_images" not in seen[-1]
+    monkeypatch.undo()
+    assert main(["predict", checkpoint, save(tmp_path / "black.png", black), "--crf", "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert Image.open(tmp_path / "o" / "black.png").size == (30, 20)
+
+
 def test_palette_png_holds_the_class_indices_and_the_dataset_colours(tmp_path):
     pred = np.array([[0, 1, 2], [2, 1, 0]])
     index_png(pred, [(1, 2, 3), (4, 5, 6), (7, 8, 9)]).save(tmp_path / "m.png")
@@ -129,7 +150,7 @@ def test_cli_never_writes_over_an_input(tmp_path, checkpoint, capsys):
     for extra in ([], ["--overwrite"]):
         assert main(["predict", checkpoint, photo, "--out", str(tmp_path / "inplace"), *extra]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and "would replace the input image" in err and "Traceback" not in err
+        assert err.startswith("error: ") and "would replace the input" in err and "Traceback" not in err
         assert open(photo, "rb").read() == before
 
 
@@ -185,8 +206,8 @@ def test_cli_unreadable_images_give_one_line(tmp_path, checkpoint, capsys, monke
                                                          (5, 1, 1, 1)])
 def test_shrink_matches_pil_bilinear_also_one_pixel_wide(height, width, h, w):
     # torch's antialiased bilinear is wrong for 1-pixel-wide output (h > 1); predict works around it
-    from seglab.engine.loop import _shrink
+    from seglab.inference.resize import shrink
 
     x = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(0))
     expected = np.asarray(Image.fromarray(x[0, 0].numpy(), "F").resize((w, h), Image.BILINEAR))
-    np.testing.assert_allclose(_shrink(x, (h, w))[0, 0].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(shrink(x, (h, w))[0, 0].numpy(), expected, atol=1e-5)

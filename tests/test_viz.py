@@ -1,6 +1,6 @@
 """Tests for seglab.viz: colours are exact, counts match independent oracles, figures render.
 
-Oracles: a hand-painted 2×3 mask; seglab.metrics (confusion-matrix mIoU) for per-image scores;
+Oracles: a hand-painted 2×3 mask; pixel counts in numpy for per-image scores;
 a stack of real dilated ``torch.nn.functional.conv2d`` layers for the dilation coverage.
 """
 
@@ -17,7 +17,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from seglab import viz
-from seglab.viz.masks import _image_scores
 
 CLASSES = ("background", "circle", "square")
 COLORS = ((0, 0, 0), (200, 0, 0), (0, 0, 200))
@@ -115,25 +114,36 @@ def test_error_map_marks_wrong_red_and_ignored_in_the_ignore_colour(sample):
         viz.error_map(mask, pred[:, :-1])
 
 
-def test_image_scores_match_seglab_metrics():
-    from seglab.metrics import ConfusionMatrix
+def _scores_by_hand(pred: np.ndarray, mask: np.ndarray, num_classes: int, ignore_index: int = 255) -> dict:
+    """Per-image mIoU and pixel accuracy from pixel counts in numpy, one class at a time (no seglab.metrics)."""
+    labelled = mask != ignore_index
+    p, m = pred[labelled], mask[labelled]
+    ious = []
+    for c in range(num_classes):
+        union = np.sum((p == c) | (m == c))
+        if union:  # a class absent from both is left out of the mean
+            ious.append(np.sum((p == c) & (m == c)) / union)
+    return {"mIoU": float(np.mean(ious)) if ious else math.nan,
+            "pixel_accuracy": float(np.mean(p == m)) if p.size else math.nan}
 
+
+def test_image_scores_match_counts_by_hand():
     rng = np.random.default_rng(1)
     for _ in range(5):
         mask = rng.integers(0, 4, (20, 24))
         mask[rng.random(mask.shape) < 0.1] = 255
         pred = rng.integers(0, 4, (20, 24))
         pred[mask == 3] = 2  # class 3 never predicted
-        cm = ConfusionMatrix(5)  # class 4 absent from both: left out of the mean
-        cm.update(torch.from_numpy(pred)[None], torch.from_numpy(mask)[None])
-        expected = cm.compute()
-        got = _image_scores(pred, mask, 5)
+        expected = _scores_by_hand(pred, mask, 5)  # class 4 absent from both: left out of the mean
+        got = viz.image_scores(pred, mask, 5)
         assert got["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-12)
         assert got["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"], abs=1e-12)
+    logits = F.one_hot(torch.from_numpy(pred), 5).permute(2, 0, 1).float()  # (K, H, W) logits give the same
+    assert viz.image_scores(logits, mask, 5) == viz.image_scores(pred, mask, 5)
     # hand-computed: labelled pixels (gt 0 -> 0), (gt 0 -> 1): IoU(0) = 1/2, IoU(1) = 0/1 -> mIoU 1/4; 1 of 2 right
-    got = _image_scores(np.array([[0, 1, 1]]), np.array([[0, 0, 255]]), 2)
+    got = viz.image_scores(np.array([[0, 1, 1]]), np.array([[0, 0, 255]]), 2)
     assert got["mIoU"] == pytest.approx(0.25) and got["pixel_accuracy"] == pytest.approx(0.5)
-    assert math.isnan(_image_scores(np.zeros((1, 2), int), np.full((1, 2), 255), 2)["mIoU"])
+    assert math.isnan(viz.image_scores(np.zeros((1, 2), int), np.full((1, 2), 255), 2)["mIoU"])
 
 
 def test_show_mask_and_predictions_render_with_scores(sample):
@@ -147,7 +157,7 @@ def test_show_mask_and_predictions_render_with_scores(sample):
     masks = np.stack([mask, mask])
     preds = np.stack([pred, mask])
     fig = viz.show_predictions(images, masks, preds, CLASSES, COLORS)
-    scores = _image_scores(pred, mask, 3)
+    scores = viz.image_scores(pred, mask, 3)
     texts = _texts(fig)
     assert f"mIoU {scores['mIoU']:.1%}" in texts and "mIoU 100.0%" in texts
     assert "wrong pixel" in texts and "ignore (255)" in texts
@@ -375,7 +385,7 @@ def test_compare_predictions_reports_miou_and_trimap(sample):
     fig = viz.compare_predictions(image, mask, {"coarse": coarse, "fine": pred}, CLASSES, COLORS, band_width=2)
     texts = _texts(fig)
     for name, p in (("coarse", coarse), ("fine", pred)):
-        miou = _image_scores(p, mask, 3)["mIoU"]
+        miou = viz.image_scores(p, mask, 3)["mIoU"]
         trimap = trimap_iou(torch.from_numpy(p)[None], torch.from_numpy(mask)[None], 3, 2)
         assert f"{name}\nmIoU {miou:.1%}, trimap {trimap:.1%}" in texts
     assert "trimap band (width 2 px)" in texts
@@ -606,3 +616,25 @@ def test_receptive_field_larger_than_the_image_does_not_fill_the_frame(sample):
     assert fig.axes[0].get_xlim() == (-0.5, 39.5) and fig.axes[0].get_ylim() == (31.5, -0.5)
     assert "outside the image" not in _texts(fig) and "fills the image" not in _texts(fig)
     assert viz.rf_frame((32, 40)) == (-0.5, -0.5, 31.5, 39.5)
+
+
+def test_public_mask_helpers_and_per_image_trimap():
+    """``as_mask`` / ``as_pred`` / ``image_trimap_iou``: what the widgets use, public and checked."""
+    from seglab.metrics import trimap_iou
+
+    mask = np.array([[0, 0, 1, 1]] * 4)
+    assert viz.as_mask(torch.from_numpy(mask)[None]).dtype == np.int64
+    logits = F.one_hot(torch.from_numpy(mask), 3).permute(2, 0, 1).float()  # (K, H, W)
+    np.testing.assert_array_equal(viz.as_pred(logits), mask)
+    with pytest.raises(ValueError, match="target has dtype float"):
+        viz.as_mask(mask.astype(float), "target")
+    with pytest.raises(ValueError, match=r"mask must be \(H, W\)"):
+        viz.as_mask(np.zeros((2, 4, 4), np.int64))
+    pred = np.zeros_like(mask)
+    expected = trimap_iou(torch.from_numpy(pred)[None], torch.from_numpy(mask)[None], 3, 1)
+    assert viz.image_trimap_iou(pred, mask, 3, 1) == pytest.approx(float(expected))
+    assert viz.image_trimap_iou(logits, mask, 3, 1) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="differ in size"):
+        viz.image_trimap_iou(pred[:, :3], mask, 3, 1)
+    with pytest.raises(ValueError, match="differ in size"):
+        viz.image_scores(pred[:, :3], mask, 3)

@@ -234,7 +234,7 @@ def test_download_failure_lists_every_url_and_deletes_partial_file(tmp_path):
         download_voc(dest, mirrors=[corrupt.as_uri(), missing], md5=md5)
     message = str(info.value)
     assert corrupt.as_uri() in message and "MD5 mismatch" in message and calculate_md5(corrupt) in message
-    assert missing in message and "URLError" in message
+    assert missing in message and "FileNotFoundError" in message
     assert "tried 2 URLs" in message
     assert not (dest / VOC_FILENAME).exists()  # corrupt file deleted
     assert not (dest / "VOCdevkit").exists()
@@ -259,12 +259,14 @@ def test_download_over_http_with_a_dead_mirror(tmp_path):
         server.server_close()
 
 
-def test_fetch_replaces_stale_file_and_keeps_good_one(tmp_path):
+def test_fetch_keeps_a_stale_file_aside_and_keeps_good_one(tmp_path):
     archive, md5, _ = make_voc_tar(tmp_path)
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / VOC_FILENAME).write_bytes(b"partial download from an earlier run")
     assert calculate_md5(fetch([archive.as_uri()], dest, VOC_FILENAME, md5)) == md5
+    # the file that was there is never deleted (it may be the user's): it is renamed
+    assert (dest / f"{VOC_FILENAME}.md5-mismatch").read_bytes() == b"partial download from an earlier run"
     # with the good file in place no URL is contacted
     assert fetch(["file:///does/not/exist.tar"], dest, VOC_FILENAME, md5) == dest / VOC_FILENAME
 
@@ -401,3 +403,109 @@ def test_trainaug_download_flag_fetches_sbd(voc_root, tmp_path, monkeypatch):
 def test_sbd_needs_voc_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="download voc"):
         download_sbd(tmp_path, mirrors=["file:///nowhere.tgz"], md5="0" * 32)
+
+
+# --- from_file: a copy the user already has (issue 21 item 3) -------------------------------------------------------
+
+
+def _untouched(path: Path) -> tuple[bytes, int, int]:
+    stat = path.stat()
+    return path.read_bytes(), stat.st_mtime_ns, stat.st_mode
+
+
+def test_from_file_links_the_users_tar_into_place_and_never_moves_it(tmp_path, capsys):
+    archive, md5, masks = make_voc_tar(tmp_path)
+    before = _untouched(archive)
+    dest = tmp_path / "data"
+    voc2012 = download("voc", dest, from_file=archive, md5=md5, mirrors=["file:///never/tried.tar"])
+    assert voc2012 == dest / "VOCdevkit" / "VOC2012"
+    np.testing.assert_array_equal(VOCSegmentation("train", dest)[0][1], masks[TRAIN_IDS[0]])
+    assert _untouched(archive) == before  # still there, same bytes, same time stamp
+    assert (dest / VOC_FILENAME).samefile(archive)  # hard-linked: no second 2 GB
+    err = capsys.readouterr().err
+    assert f"linked your copy {archive} (MD5 checked)" in err and "trying mirror" not in err
+    # keep_archive=False removes only our link, never the user's file
+    other = tmp_path / "other"
+    download_voc(other, from_file=archive, md5=md5, keep_archive=False)
+    assert _untouched(archive) == before
+
+
+def test_from_file_copies_when_it_cannot_link(tmp_path, monkeypatch):
+    archive, md5, _ = make_voc_tar(tmp_path)
+    before = _untouched(archive)
+    local_copy = importlib.import_module("seglab.data.local_copy")
+
+    def no_link(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")  # another file system
+
+    monkeypatch.setattr(local_copy.os, "link", no_link)
+    download_voc(tmp_path / "data", from_file=archive, md5=md5)
+    copy = tmp_path / "data" / VOC_FILENAME
+    assert copy.read_bytes() == archive.read_bytes() and not copy.samefile(archive)
+    assert _untouched(archive) == before
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["VOCdevkit", VOC_FILENAME]  # no .copying left
+
+    def full_disk(source, target):
+        Path(target).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local_copy.shutil, "copyfile", full_disk)
+    dest = tmp_path / "full"
+    with pytest.raises(OSError, match=rf"cannot write {dest}/{VOC_FILENAME}\.copying \(copying {archive}\): No space"):
+        download_voc(dest, from_file=archive, md5=md5)
+    assert list(dest.iterdir()) == [] and _untouched(archive) == before  # our half copy removed, theirs untouched
+
+
+def test_from_file_with_the_wrong_md5_is_refused_and_left_untouched(tmp_path):
+    archive, _, _ = make_voc_tar(tmp_path)
+    before = _untouched(archive)
+    with pytest.raises(ValueError) as info:
+        download_voc(tmp_path / "data", from_file=archive)  # the real VOC MD5: this small tar is not VOC
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"from_file (--from-file): {archive} has MD5 ")
+    assert calculate_md5(archive) in message and download_module.VOC_MD5 in message
+    assert "It was left as it is" in message
+    assert _untouched(archive) == before and not (tmp_path / "data").exists()  # nothing written
+
+
+def test_from_file_errors_and_the_tar_already_in_place(tmp_path):
+    archive, md5, _ = make_voc_tar(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"from_file \(--from-file\): no file at .*nowhere\.tar; give the path"):
+        download_voc(tmp_path / "data", from_file=tmp_path / "nowhere.tar", md5=md5)
+    with pytest.raises(IsADirectoryError, match=r"from_file \(--from-file\): .* is a folder"):
+        download_voc(tmp_path / "data", from_file=tmp_path, md5=md5)
+    with pytest.raises(ValueError, match=r"from_file \(--from-file\) works for voc and sbd.*not 'camvid'"):
+        download("camvid", tmp_path, from_file=archive)
+    # the user's tar is already where the download goes: used as it is
+    before = _untouched(archive)
+    assert download_voc(archive.parent, from_file=archive, md5=md5) == archive.parent / "VOCdevkit" / "VOC2012"
+    assert _untouched(archive) == before
+    # a different file where the tar goes is kept aside, never replaced
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / VOC_FILENAME).write_bytes(b"someone's other file")
+    download_voc(dest, from_file=archive, md5=md5)
+    assert (dest / f"{VOC_FILENAME}.md5-mismatch").read_bytes() == b"someone's other file"
+    assert (dest / VOC_FILENAME).read_bytes() == archive.read_bytes()
+
+
+def test_sbd_from_file(voc_root, tmp_path):
+    root, _ = voc_root
+    archive, _ = make_sbd_tgz(tmp_path, root / "VOCdevkit" / "VOC2012", np.random.default_rng(3))
+    out = download("sbd", root, from_file=archive, md5=calculate_md5(archive), mirrors=["file:///never.tgz"])
+    assert out == root / "VOCdevkit" / "VOC2012" / "SegmentationClassAug" and archive.is_file()
+    assert len(VOCSegmentation("trainaug", root)) == len((set(SBD_IDS) | set(TRAIN_IDS)) - set(VAL_IDS))
+
+
+def test_the_cli_from_file_flag(tmp_path, monkeypatch, capsys):
+    from seglab import cli
+
+    archive, md5, _ = make_voc_tar(tmp_path)
+    before = _untouched(archive)
+    assert cli.main(["download", "voc", "--data-root", str(tmp_path / "data"), "--from-file", str(archive)]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # the real VOC MD5: this small tar is refused, in one line
+    assert error.startswith(f"error: from_file (--from-file): {archive} has MD5 {md5}, but {VOC_FILENAME} has MD5 ")
+    monkeypatch.setattr(download_module, "VOC_MD5", md5)
+    assert cli.main(["download", "voc", "--data-root", str(tmp_path / "data"), "--from-file", str(archive)]) == 0
+    assert f"voc is ready in {tmp_path / 'data' / 'VOCdevkit' / 'VOC2012'}" in capsys.readouterr().out
+    assert _untouched(archive) == before

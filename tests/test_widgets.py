@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from seglab import viz, widgets
-from seglab.viz.masks import _image_scores
 
 CLASSES = ("background", "circle", "square", "triangle")
 COLORS = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200))
@@ -78,7 +77,7 @@ def test_prediction_browser_with_given_predictions(shapes):
     rng = np.random.default_rng(0)
     preds = [np.where(rng.random(m.shape) < 0.1 * i, 0, m) for i, m in enumerate(masks)]  # worse and worse
     browser = widgets.PredictionBrowser(images, masks, preds, classes=CLASSES, colors=COLORS)
-    scores = [_image_scores(p, m, 4) for p, m in zip(preds, masks)]
+    scores = [viz.image_scores(p, m, 4) for p, m in zip(preds, masks)]
     assert f"mIoU {scores[0]['mIoU']:.1%}" in browser.status.value
     _change(browser, browser.index, 2)
     assert browser.current == 2 and f"mIoU {scores[2]['mIoU']:.1%}" in browser.status.value
@@ -165,7 +164,7 @@ def test_receptive_field_explorer_matches_receptive_field_module(shapes):
     _change(ex, ex.layer, "0")
     assert "theoretical RF 3×3 px" in ex.status.value
     _change(ex, ex.row, 10)
-    x = widgets._as_batch(image)
+    x = widgets.model_input(image)
     expected = rfm.effective_receptive_field(net, x, (10, 30), layer="0")
     torch.testing.assert_close(ex.erf(), expected)
     _change(ex, ex.weights, "constant")
@@ -255,36 +254,113 @@ def test_errors_in_a_redraw_are_shown_not_lost(tmp_path):
     _write_run(tmp_path / "a", [{"epoch": 1, "train_loss": 1.0, "val_mIoU": 0.5}])
     comparer = widgets.RunComparer(tmp_path)
     comparer.view.value = "per-class IoU"
-    assert "no &#x27;val_iou_per_class&#x27;" in comparer.status.value or "val_iou_per_class" in comparer.status.value
-    assert comparer.error is not None and comparer.error.startswith("ValueError")
+    assert comparer.error == "ValueError: the selected runs hold no 'val_iou_per_class'"
+    assert comparer.status.value == ("<span style='color:#b00020'>ValueError: the selected runs hold no "
+                                     "&#x27;val_iou_per_class&#x27;</span>")  # escaped, in red
+
+
+# ------------------------------------------------------------------------ one inference path
+def test_predictions_go_through_infer_logits(shapes, unets, monkeypatch):
+    """Browser and skip explorer predict through seglab.inference.infer_logits, with its options: on an
+    image whose size is no multiple of 32 that is the padded pass, not a bare ``model(x)``."""
+    import seglab.inference
+    from seglab.inference import infer_logits
+
+    calls = []
+
+    def counting(model, images, **kwargs):
+        calls.append(kwargs)
+        return infer_logits(model, images, **kwargs)
+
+    monkeypatch.setattr(seglab.inference, "infer_logits", counting)
+    image = torch.from_numpy(np.random.default_rng(0).normal(size=(3, 40, 52)).astype(np.float32))
+    mask = np.zeros((40, 52), np.int64)
+    model = unets[0]
+    browser = widgets.PredictionBrowser([image], [mask], model=model, classes=CLASSES, colors=COLORS,
+                                        inference={"flip": True})
+    expected = infer_logits(model, image[None], flip=True)[0].argmax(0).numpy()
+    np.testing.assert_array_equal(browser.prediction(0), expected)
+    assert calls == [{"flip": True}]
+    skips = widgets.SkipExplorer(image, mask, {"U-Net": model}, CLASSES, COLORS)
+    np.testing.assert_array_equal(skips.preds["U-Net"], infer_logits(model, image[None])[0].argmax(0).numpy())
+    assert calls[-1] == {} and list(skips.features["U-Net"]) == ["decoder.0", "decoder.1"]
+    uint8 = np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8)  # normalised by seglab.imaging
+    from seglab.imaging import to_tensor
+
+    torch.testing.assert_close(widgets.model_input(uint8), to_tensor(uint8)[None])
+    with pytest.raises(ValueError, match=r"one \(3, H, W\) normalised float tensor.*\(2, 3, 8, 8\)"):
+        widgets.model_input(torch.zeros(2, 3, 8, 8))
+
+
+def test_a_model_with_logits_below_input_size_is_named():
+    class Strided(nn.Module):
+        def forward(self, x):  # logits at 1/8 of the input, as a head without its upsampling
+            return torch.zeros(x.shape[0], 4, x.shape[-2] // 8, x.shape[-1] // 8)
+
+    with pytest.raises(ValueError, match=r"logits .*\(1, 4, 8, 8\)"):  # infer_logits's check
+        widgets.predict_classes(Strided(), torch.zeros(3, 64, 64))
+
+
+def test_widgets_use_no_private_name_of_another_module():
+    """Every name the widgets take from seglab.viz (or any other seglab module) is public."""
+    import ast
+
+    folder = Path(widgets.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("seglab"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "viz":
+                assert not node.attr.startswith("_"), f"{path.name} uses viz.{node.attr}"
+    assert set(widgets.__all__) >= {"DilationExplorer", "PredictionBrowser", "SkipExplorer",
+                                    "ReceptiveFieldExplorer", "TrainingMonitor", "RunComparer"}
 
 
 # ------------------------------------------------------------------ the picture left in the notebook
-def test_every_explorer_bundle_carries_a_png_of_its_current_figure(shapes):
+def test_every_explorer_leaves_a_live_view_and_a_picture(shapes):
     import base64
 
     image, mask = shapes[0]
     ex = widgets.DilationExplorer((1, 2, 3))
-    bundle = ex._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live view, for JupyterLab / Notebook
-    assert base64.b64decode(bundle["image/png"]) == bytes(ex.image.value)  # the picture, for nbviewer / GitHub
-    assert bundle["text/plain"].startswith("DilationExplorer: rates (1, 2, 3): RF 13×13 px")
-    assert "children=" not in bundle["text/plain"]
+    live, picture = ex._repr_mimebundle_(), ex.picture_bundle()
+    assert live["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.model_id  # for JupyterLab / Notebook
+    assert "image/png" not in live  # the picture is the second output: one PNG per explorer, whatever the viewer
+    assert live["text/plain"].startswith("DilationExplorer: rates (1, 2, 3): RF 13×13 px")
+    assert "children=" not in live["text/plain"]
+    assert picture["application/vnd.jupyter.widget-view+json"]["model_id"] == ""  # hidden live, skipped by nbconvert
+    assert base64.b64decode(picture["image/png"]) == bytes(ex.image.value)  # for nbconvert / nbviewer / GitHub
     after = _change(ex, ex.rates[0], 2)
-    bundle = ex._repr_mimebundle_()
-    assert base64.b64decode(bundle["image/png"]) == bytes(after) and "rates (2, 2, 3)" in bundle["text/plain"]
+    assert base64.b64decode(ex.picture_bundle()["image/png"]) == bytes(after)
+    assert "rates (2, 2, 3)" in ex._repr_mimebundle_()["text/plain"]
     skips = widgets.SkipExplorer(image, mask, {"gt": mask}, CLASSES, COLORS)
-    assert base64.b64decode(skips._repr_mimebundle_()["image/png"]) == bytes(skips.image.value)
+    assert base64.b64decode(skips.picture_bundle()["image/png"]) == bytes(skips.image.value)
     monitor = widgets.TrainingMonitor()
-    assert "image/png" not in monitor._repr_mimebundle_()  # nothing drawn yet: no picture, the status says why
+    assert "image/png" not in monitor.picture_bundle()  # nothing drawn yet: no picture, the status says why
     assert monitor._repr_mimebundle_()["text/plain"] == "TrainingMonitor: waiting for the first epoch …"
 
 
 EXECUTED_CELLS = [
-    "from seglab import widgets\ndilation = widgets.DilationExplorer((1, 2, 3))\ndilation",
-    "dilation.rates[0].value = 2  # a later cell changes the explorer: its picture above follows",
     """\
+import json, pathlib, tempfile
+import numpy as np
+import torch
 from IPython.display import display
+from seglab import widgets
+from seglab.models import build_model
+
+torch.manual_seed(0)
+unet = build_model("unet", 3, base_channels=4, depth=2).eval()
+image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+mask = np.random.default_rng(1).integers(0, 3, (32, 32))
+classes, colors = ("a", "b", "c"), ((0, 0, 0), (200, 0, 0), (0, 0, 200))""",
+    "dilation = widgets.DilationExplorer((1, 2, 3))\ndilation",
+    "dilation.rates[0].value = 2  # a later cell changes the explorer: its picture above follows",
+    "widgets.ReceptiveFieldExplorer(unet, image, layers=['encoder.1', ''])",
+    "widgets.SkipExplorer(image, mask, {'U-Net': unet, 'gt': mask}, classes, colors)",
+    "widgets.PredictionBrowser([image, image], [mask, mask], model=unet, classes=classes, colors=colors)",
+    """\
 monitor = widgets.TrainingMonitor()
 display(monitor)
 history = []
@@ -292,15 +368,23 @@ for epoch in (1, 2, 3):  # stands in for seglab.engine.fit(config, callbacks=[mo
     history.append({"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "val_mIoU": 0.2 * epoch})
     monitor(history[-1], history)
 print("trained")""",
+    """\
+runs = pathlib.Path(tempfile.mkdtemp())
+(runs / "a").mkdir()
+(runs / "a" / "history.json").write_text(json.dumps(history))
+widgets.RunComparer(runs)""",
     "dilation.rates[1].value  # an unrelated cell: nothing to refresh",
 ]
 
 
 @pytest.mark.slow
 def test_executed_and_exported_notebook_shows_each_explorer_as_a_png(tmp_path):
-    """Run a notebook with nbclient (as CI and nbval do), then export it to HTML without the widget state
-    (as nbviewer and GitHub see it): each explorer's output holds a PNG of the figure it showed last."""
+    """Run a notebook with nbclient (as CI, nbval and ``jupyter nbconvert --execute`` do: the widget state is
+    saved by default), then export it to HTML with and without that state (nbviewer, GitHub): each of the six
+    explorers leaves exactly one PNG, of the figure it showed last, and every PNG output becomes an <img>."""
     import base64
+    import copy
+    import re
 
     import nbformat
     from nbclient import NotebookClient
@@ -309,23 +393,31 @@ def test_executed_and_exported_notebook_shows_each_explorer_as_a_png(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in EXECUTED_CELLS]
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert "application/vnd.jupyter.widget-state+json" in nb.metadata.widgets  # nbclient's default
 
-    def pictures(cell):
+    def outputs(cell):
         return [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
 
-    (dilation,), (monitor,) = pictures(nb.cells[0]), pictures(nb.cells[2])
-    assert pictures(nb.cells[1]) == [] and pictures(nb.cells[3])[0].data["text/plain"] == "2"
-    for out in (dilation, monitor):
-        assert "application/vnd.jupyter.widget-view+json" in out.data
-        assert base64.b64decode(out.data["image/png"]).startswith(PNG_MAGIC)
+    pngs = [o for cell in nb.cells for o in outputs(cell) if "image/png" in o.data]
+    assert len(pngs) == 6  # one per explorer
+    for png in pngs:
+        assert base64.b64decode(png.data["image/png"]).startswith(PNG_MAGIC)
+        assert png.data["application/vnd.jupyter.widget-view+json"]["model_id"] == ""
+    (live, picture) = outputs(nb.cells[1])
+    assert outputs(nb.cells[2]) == [] and outputs(nb.cells[-1])[0].data["text/plain"] == "2"
+    assert live.data["application/vnd.jupyter.widget-view+json"]["model_id"]
     # the picture is the explorer's last one, not its first: the later cell's change and the last epoch
-    assert "rates (2, 2, 3)" in dilation.data["text/plain"], dilation.data["text/plain"]
-    assert monitor.data["text/plain"].startswith("TrainingMonitor: epoch 3"), monitor.data["text/plain"]
+    assert "rates (2, 2, 3)" in live.data["text/plain"], live.data["text/plain"]
     expected = widgets.DilationExplorer((2, 2, 3))
-    assert base64.b64decode(dilation.data["image/png"]) == bytes(expected.image.value)
+    assert base64.b64decode(picture.data["image/png"]) == bytes(expected.image.value)
+    assert outputs(nb.cells[6])[0].data["text/plain"].startswith("TrainingMonitor: epoch 3")
 
-    nb.metadata.pop("widgets", None)  # a notebook saved without widget state: what nbviewer / GitHub get
-    html_text, _ = HTMLExporter().from_notebook_node(nb)
-    assert html_text.count("data:image/png;base64,") >= 2
-    assert dilation.data["image/png"][:200] in html_text and monitor.data["image/png"][:200] in html_text
-    assert "children=(" not in html_text
+    for keep_state in (True, False):  # as exported from the executed file, and as nbviewer / GitHub get it
+        exported = copy.deepcopy(nb)
+        if not keep_state:
+            exported.metadata.pop("widgets")
+        html_text, _ = HTMLExporter().from_notebook_node(exported)
+        images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', html_text)
+        assert len(images) == len(pngs), f"{len(images)} <img> for {len(pngs)} PNG outputs (state kept: {keep_state})"
+        assert [img[:200] for img in images] == [png.data["image/png"][:200] for png in pngs]
+        assert "children=(" not in html_text

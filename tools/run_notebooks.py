@@ -8,6 +8,7 @@ Usage::
 
     SEGLAB_PROFILE=laptop python tools/run_notebooks.py notebooks/03_fcn.ipynb notebooks/06_*.ipynb
     python tools/run_notebooks.py --profile laptop --json times.json notebooks/0[35678]_*.ipynb
+    python tools/run_notebooks.py --profile laptop --save-dir /tmp/executed notebooks/08_*.ipynb  # keep the outputs
     python tools/fake_hub_cache.py /tmp/torch-home && TORCH_HOME=/tmp/torch-home \
         python tools/run_notebooks.py --profile full-dry --json full-dry.json notebooks/[0-9]*.ipynb
 
@@ -37,7 +38,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 
-def run(path: Path, timeout: int) -> dict:
+def run(path: Path, timeout: int, save_dir: Path | None = None) -> dict:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
@@ -51,14 +52,17 @@ def run(path: Path, timeout: int) -> dict:
     except Exception as exc:  # kernel died, timeout, ...
         error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
+    if save_dir is not None:  # the executed notebook, outputs and all (up to the failing cell, if one failed)
+        nbformat.write(nb, save_dir / path.name)
     # the kernel is a child of this process: RUSAGE_CHILDREN holds the largest peak RSS of the children so far
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"notebook": str(path), "seconds": round(seconds, 1), "peak_rss_mib": round(peak_mib), "error": error}
 
 
-def run_isolated(path: Path, timeout: int) -> dict:
+def run_isolated(path: Path, timeout: int, save_dir: Path | None = None) -> dict:
     """:func:`run` in a child process, so that the peak RSS it reports is this notebook's alone."""
-    done = subprocess.run([sys.executable, __file__, "--single", "--timeout", str(timeout), str(path)],
+    save = ["--save-dir", str(save_dir)] if save_dir is not None else []
+    done = subprocess.run([sys.executable, __file__, "--single", "--timeout", str(timeout), *save, str(path)],
                           capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -73,10 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=["smoke", "laptop", "full", "full-dry"], help="sets SEGLAB_PROFILE for the kernels")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default 1800)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--save-dir", type=Path, help="also write each executed notebook, with its outputs, into this "
+                        "existing folder (under its own name; never into notebooks/)")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # internal: one notebook, JSON out
     args = parser.parse_args(argv)
+    if args.save_dir is not None:
+        args.save_dir = args.save_dir.resolve()
+        if not args.save_dir.is_dir():
+            parser.error(f"--save-dir {str(args.save_dir)!r} is not an existing folder: create it first")
+        sources = {p.resolve().parent for p in args.notebooks}
+        if args.save_dir in sources:
+            parser.error(f"--save-dir {str(args.save_dir)!r} holds the notebooks themselves: it would overwrite them; "
+                         "pick another folder")
+        names = [p.name for p in args.notebooks]
+        taken = [n for n in names if os.path.lexists(args.save_dir / n)] if not args.single else []
+        if taken or len(set(names)) < len(names):
+            parser.error(f"--save-dir {str(args.save_dir)!r}: {', '.join(taken) or 'two notebooks of one name'} would be "
+                         "overwritten; use an empty folder")
     if args.single:
-        print(json.dumps(run(args.notebooks[0], args.timeout)))
+        print(json.dumps(run(args.notebooks[0], args.timeout, args.save_dir)))
         return 0
     if args.profile:
         os.environ["SEGLAB_PROFILE"] = args.profile
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = os.environ.get("SEGLAB_PROFILE") or ("smoke" if os.environ.get("SEGLAB_FAST") == "1" else "default")
     results = []
     for path in args.notebooks:
-        result = run_isolated(path, args.timeout)
+        result = run_isolated(path, args.timeout, args.save_dir)
         results.append(result)
         status = "ok" if result["error"] is None else f"FAILED: {result['error']}"
         print(f"{path.name:45s} {profile:8s} {result['seconds']:7.1f} s  peak RSS <= {result['peak_rss_mib']:6d} MiB  "

@@ -1,4 +1,5 @@
-"""Segmentation datasets: PASCAL VOC 2012, CamVid, ISBI 2012, your own folders and synthetic shapes.
+"""Segmentation datasets: PASCAL VOC 2012, CamVid, ISBI 2012, Cityscapes, ADE20K, your own folders and synthetic
+shapes.
 
 Every dataset is a ``torch.utils.data.Dataset`` of ``(image, mask)`` pairs with attributes ``classes``
 (K names), ``num_classes`` (K), ``colors`` (K RGB triples), ``ignore_index`` (255), ``split`` and
@@ -35,7 +36,9 @@ from .base import (
     read_mask,
     resolve_root,
 )
+from .ade20k import ADE20K
 from .camvid import CamVid
+from .cityscapes import Cityscapes
 from .download import download as download_dataset
 from .folder import ImageFolderDataset
 from .isbi import ISBI2012
@@ -48,6 +51,8 @@ __all__ = [
     "VOCSegmentation",
     "CamVid",
     "ISBI2012",
+    "Cityscapes",
+    "ADE20K",
     "ImageFolderDataset",
     "SyntheticShapes",
     "build_dataset",
@@ -65,11 +70,11 @@ __all__ = [
     "BadImageError",
 ]
 
-_DATASETS = ("synthetic", "voc", "camvid", "isbi2012", "folder")
+_DATASETS = ("synthetic", "voc", "camvid", "isbi2012", "cityscapes", "ade20k", "folder")
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by ``build_dataset``: synthetic, voc, camvid, isbi2012, folder."""
+    """Names accepted by ``build_dataset``: synthetic, voc, camvid, isbi2012, cityscapes, ade20k, folder."""
     return list(_DATASETS)
 
 
@@ -87,11 +92,12 @@ def build_dataset(
     Args:
         name: one of ``list_datasets()``.
         split: a split of that dataset (synthetic: train/val/test; voc: train/val/trainval/trainaug;
-            camvid: train/val/trainval/test; isbi2012: train/val/trainval; folder: any name).
+            camvid: train/val/trainval/test; isbi2012, cityscapes, ade20k: train/val/trainval; folder: any
+            name).
         root: data folder (default ``resolve_root(name)``); ignored by synthetic.
         transform: albumentations-style callable ``transform(image=, mask=) -> {"image", "mask"}``.
-        download: download missing data (VOC, and SBD for trainaug); CamVid and ISBI cannot be
-            downloaded automatically and raise an error saying where to get them.
+        download: download missing data (VOC, and SBD for trainaug); CamVid, ISBI, Cityscapes (an account)
+            and ADE20K cannot be downloaded automatically and raise an error saying where to get them.
         kwargs: passed to the dataset class (e.g. synthetic ``num_images``, ``image_size``, ``seed``;
             voc ``mirrors``; folder ``classes`` (required), ``colors``, ``mask_mode``, and optionally
             ``images_dir`` / ``masks_dir``, default ``<root>/<split>/images`` and ``<root>/<split>/masks``).
@@ -108,6 +114,10 @@ def build_dataset(
         return CamVid(split, root, transform=transform, download=download, **kwargs)
     if name == "isbi2012":
         return ISBI2012(split, root, transform=transform, download=download, **kwargs)
+    if name == "cityscapes":
+        return Cityscapes(split, root, transform=transform, download=download, **kwargs)
+    if name == "ade20k":
+        return ADE20K(split, root, transform=transform, download=download, **kwargs)
     if name == "folder":
         base = resolve_root("folder", root)
         if "classes" not in kwargs:

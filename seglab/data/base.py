@@ -2,7 +2,8 @@
 
 Data folder (``resolve_root``): an explicit ``root=`` always wins; otherwise ``$SEGLAB_DATA/<subfolder>``;
 otherwise ``<repo>/data/<subfolder>``, where ``<repo>`` is the folder that holds the ``seglab`` package.
-Subfolders: ``VOCdevkit/`` (voc), ``camvid/``, ``isbi2012/``, ``folder/``; the synthetic dataset has no files.
+Subfolders: ``VOCdevkit/`` (voc), ``camvid/``, ``isbi2012/``, ``cityscapes/``, ``ADEChallengeData2016/``
+(ade20k), ``folder/``; the synthetic dataset has no files.
 
 Every dataset item is ``(image, mask)``: without a transform, image ``(H, W, 3) uint8`` RGB and mask
 ``(H, W) int64`` with values in ``[0, K)`` or 255 (= ignore). Masks are checked on every read, so a bad
@@ -45,6 +46,8 @@ DATASET_SUBFOLDERS: dict[str, str] = {
     "voc": "VOCdevkit",
     "camvid": "camvid",
     "isbi2012": "isbi2012",
+    "cityscapes": "cityscapes",
+    "ade20k": "ADEChallengeData2016",
     "folder": "folder",
 }
 
@@ -55,7 +58,8 @@ def resolve_root(name: str, root: str | os.PathLike | None = None) -> Path:
     Order: explicit ``root`` (returned as given, user-expanded) > ``$SEGLAB_DATA/<subfolder>`` >
     ``<repo>/data/<subfolder>`` with ``<repo>`` = parent of the ``seglab`` package folder.
     Subfolders: ``DATASET_SUBFOLDERS`` (voc -> ``VOCdevkit``, camvid -> ``camvid``,
-    isbi2012 -> ``isbi2012``, folder -> ``folder``, synthetic -> the data folder itself).
+    isbi2012 -> ``isbi2012``, cityscapes -> ``cityscapes``, ade20k -> ``ADEChallengeData2016``,
+    folder -> ``folder``, synthetic -> the data folder itself).
 
     Raises:
         ValueError: unknown dataset name (the message lists the valid ones).

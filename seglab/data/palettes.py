@@ -10,6 +10,10 @@ mask files.
   of SegNet's own scripts and SegNet's median-frequency class weights.
 - ISBI 2012 EM (Arganda-Carreras et al. 2015): membrane / cell.
 - Synthetic shapes: background / circle / square / triangle.
+- ADE20K SceneParse150 (Zhou et al. 2017): 150 classes, with colours of seglab's own (see ``ADE20K_COLORS``).
+
+Cityscapes' 19 classes and colours live with its label table in ``seglab.data.cityscapes``
+(``CITYSCAPES_CLASSES``, ``CITYSCAPES_COLORS``, derived from ``CITYSCAPES_LABELS``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ __all__ = [
     "ISBI_COLORS",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_COLORS",
+    "ADE20K_CLASSES",
+    "ADE20K_COLORS",
     "voc_colormap",
     "rgb_to_index",
 ]
@@ -94,6 +100,53 @@ ISBI_COLORS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (255, 255, 255))
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle")
 SYNTHETIC_COLORS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200),
+)  # fmt: skip
+
+#: ADE20K SceneParse150 (Zhou et al. 2017): the first name of each class of the benchmark's objectInfo150
+#: list, in order (class k = annotation value k + 1).
+ADE20K_CLASSES: tuple[str, ...] = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher",
+    "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)  # fmt: skip
+#: seglab's own display colours for ADE20K (the benchmark's color150.mat palette is not reproduced): rows
+#: 1, 2, ... of ``voc_colormap(512)``, skipping every colour closer than 180 RGB units to the magenta that
+#: pictures draw ignored pixels in (``seglab.viz.IGNORE_COLOR``).
+ADE20K_COLORS: tuple[tuple[int, int, int], ...] = (
+    (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (0, 128, 128), (128, 128, 128), (64, 0, 0),
+    (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (64, 128, 128), (192, 128, 128), (0, 64, 0),
+    (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128), (128, 64, 128), (0, 192, 128), (128, 192, 128),
+    (64, 64, 0), (192, 64, 0), (64, 192, 0), (192, 192, 0), (64, 64, 128), (64, 192, 128), (192, 192, 128),
+    (0, 0, 64), (128, 0, 64), (0, 128, 64), (128, 128, 64), (0, 0, 192), (0, 128, 192), (128, 128, 192),
+    (64, 0, 64), (192, 0, 64), (64, 128, 64), (192, 128, 64), (64, 0, 192), (64, 128, 192), (0, 64, 64),
+    (128, 64, 64), (0, 192, 64), (128, 192, 64), (0, 64, 192), (0, 192, 192), (128, 192, 192), (64, 64, 64),
+    (192, 64, 64), (64, 192, 64), (192, 192, 64), (64, 64, 192), (64, 192, 192), (192, 192, 192), (32, 0, 0),
+    (160, 0, 0), (32, 128, 0), (160, 128, 0), (32, 0, 128), (32, 128, 128), (160, 128, 128), (96, 0, 0),
+    (224, 0, 0), (96, 128, 0), (224, 128, 0), (96, 0, 128), (96, 128, 128), (224, 128, 128), (32, 64, 0),
+    (160, 64, 0), (32, 192, 0), (160, 192, 0), (32, 64, 128), (32, 192, 128), (160, 192, 128), (96, 64, 0),
+    (224, 64, 0), (96, 192, 0), (224, 192, 0), (96, 64, 128), (96, 192, 128), (224, 192, 128), (32, 0, 64),
+    (160, 0, 64), (32, 128, 64), (160, 128, 64), (32, 0, 192), (32, 128, 192), (96, 0, 64), (224, 0, 64),
+    (96, 128, 64), (224, 128, 64), (96, 128, 192), (32, 64, 64), (160, 64, 64), (32, 192, 64), (160, 192, 64),
+    (32, 64, 192), (32, 192, 192), (160, 192, 192), (96, 64, 64), (224, 64, 64), (96, 192, 64), (224, 192, 64),
+    (96, 64, 192), (96, 192, 192), (224, 192, 192), (0, 32, 0), (128, 32, 0), (0, 160, 0), (128, 160, 0),
+    (0, 32, 128), (128, 32, 128), (0, 160, 128), (128, 160, 128), (64, 32, 0), (192, 32, 0), (64, 160, 0),
+    (192, 160, 0), (64, 32, 128), (64, 160, 128), (192, 160, 128), (0, 96, 0), (128, 96, 0), (0, 224, 0),
+    (128, 224, 0), (0, 96, 128), (128, 96, 128), (0, 224, 128), (128, 224, 128), (64, 96, 0), (192, 96, 0),
+    (64, 224, 0), (192, 224, 0), (64, 96, 128), (64, 224, 128), (192, 224, 128), (0, 32, 64), (128, 32, 64),
+    (0, 160, 64), (128, 160, 64), (0, 32, 192), (0, 160, 192), (128, 160, 192), (64, 32, 64), (192, 32, 64),
+    (64, 160, 64), (192, 160, 64), (64, 32, 192),
 )  # fmt: skip
 
 

@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from .base import DATA_ENV, SegmentationDataset, resolve_root
+from .download import download_sbd, download_voc
 from .palettes import VOC_CLASSES, VOC_COLORS
+from .voc_layout import find_voc2012, read_split_ids, voc_extract_dir
 
 __all__ = [
     "VOCSegmentation",
@@ -56,37 +58,6 @@ VOC_SPLITS: tuple[str, ...] = ("train", "val", "trainval", "trainaug")
 VOC_SPLIT_SIZES: dict[str, int] = {"train": 1464, "val": 1449, "trainval": 2913, "trainaug": 10582}
 #: Subfolder of ``$SEGLAB_DATA`` holding the genuine VOC 2012 subset (``<it>/VOCdevkit/VOC2012``).
 VOC_SUBSET_FOLDER = "voc-samples"
-
-
-def find_voc2012(root: str | os.PathLike) -> Path | None:
-    """The ``VOC2012`` folder under ``root`` (``root/VOCdevkit/VOC2012``, ``root/VOC2012`` or ``root``), or None.
-
-    A folder counts when it has ``JPEGImages/`` and ``ImageSets/Segmentation/``.
-    """
-    root = Path(root)
-    for candidate in (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root):
-        if (candidate / "JPEGImages").is_dir() and (candidate / "ImageSets" / "Segmentation").is_dir():
-            return candidate
-    return None
-
-
-def voc_extract_dir(root: str | os.PathLike) -> Path:
-    """Folder to extract ``VOCtrainval_11-May-2012.tar`` into so that ``find_voc2012(root)`` finds it.
-
-    The archive holds ``VOCdevkit/VOC2012/...``: a root named ``VOCdevkit`` gets its parent, a root
-    ``.../VOCdevkit/VOC2012`` its grandparent, any other root is used as is.
-    """
-    root = Path(root)
-    if root.name == "VOC2012" and root.parent.name == "VOCdevkit":
-        return root.parent.parent
-    if root.name == "VOCdevkit":
-        return root.parent
-    return root
-
-
-def read_split_ids(path: Path) -> list[str]:
-    """Image ids listed one per line in an ``ImageSets`` file (blank lines skipped)."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def trainaug_ids(voc2012: Path) -> list[str]:
@@ -170,8 +141,6 @@ class VOCSegmentation(SegmentationDataset):
         voc2012 = find_voc2012(given)
         subset = _subset_root() if root is None else None
         if voc2012 is None and download:
-            from .download import download_voc  # imported here: download.py imports this module
-
             download_voc(given, mirrors=mirrors)
             voc2012 = find_voc2012(given)
         if voc2012 is None and subset is not None:  # no full VOC in $SEGLAB_DATA: the genuine subset
@@ -180,8 +149,6 @@ class VOCSegmentation(SegmentationDataset):
             env = os.environ.get(DATA_ENV) if root is None else None
             raise FileNotFoundError(_missing_message(given, Path(env) / VOC_SUBSET_FOLDER if env else None))
         if split == "trainaug" and not (voc2012 / "SegmentationClassAug").is_dir() and download:
-            from .download import download_sbd
-
             download_sbd(given, mirrors=sbd_mirrors)
         super().__init__(split=split, root=voc2012, transform=transform)
         self.samples = self._find_samples(voc2012, split)

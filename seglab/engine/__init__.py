@@ -1,14 +1,22 @@
-"""The training engine as taught: one ``TrainConfig``, ``fit``, ``train_one_epoch``, ``evaluate``.
+"""The training engine as taught: one ``TrainConfig``, ``prepare`` + ``train_steps``, ``fit``, ``evaluate``.
 
-A package of small modules, each readable (and copyable) on its own:
+A package of small modules, each readable (and copyable) on its own, in the order of a run's life:
 
-- ``config``:     ``TrainConfig`` (every field = a CLI flag), device, precision and worker choices
+- ``config``:     ``TrainConfig``, every training field (= a CLI flag), validated in one place
+- ``device``:     device, precision (autocast dtype), channels_last and worker choices
 - ``loaders``:    train / validation loaders, augmentation seeded per sample
 - ``build``:      the model, optimizer and per-iteration learning-rate schedule of a config
-- ``loop``:       ``train_one_epoch`` and ``evaluate`` (no host sync per step)
-- ``checkpoint``: atomic writes, checkpoints, history, ``load_model``
-- ``run``:        ``fit``, the whole run, with exact resume
-- ``distributed``: ``torchrun`` / DDP: process group, SyncBatchNorm, exact distributed evaluation
+- ``loop``:       the loop body ``run_steps`` (one optimizer step per group of batches), ``train_one_epoch``,
+                  ``evaluate`` (no host sync per step)
+- ``state``:      ``prepare`` (everything a run trains with, built once) and ``train_steps`` (a budget of
+                  optimizer steps, crossing epochs exactly as ``fit`` does): what the notebooks train with
+- ``health``:     finiteness checks (never train on, save or load nan weights)
+- ``checkpoint``: checkpoints, RNG state, ``load_model``
+- ``history``:    ``history.json`` / ``history.csv`` / ``curves.png``
+- ``resume``:     which fields a resumed run may change, and how the changes are applied
+- ``run``:        ``fit``, the whole run with files and exact resume
+- ``distributed``, ``sync_batchnorm``: ``torchrun`` / DDP: process group, sharding, exact distributed
+                  evaluation, BatchNorm over the global batch
 
 Recipe (Chen et al. 2017, DeepLabV3 section 4.1, also used by torchvision's segmentation references):
 pixel-wise cross-entropy with ``ignore_index=255``, SGD with momentum 0.9 and the "poly" learning
@@ -19,16 +27,23 @@ from scratch far more reliably on a CPU budget; pass ``optimizer="sgd", lr=0.01`
 """
 
 from seglab.engine.build import build_model_for, build_optimizer, build_scheduler
-from seglab.engine.checkpoint import load_checkpoint, load_history, load_model, save_checkpoint
-from seglab.engine.config import (
-    TrainConfig, cpu_has_fast_bf16, default_num_workers, resolve_amp_dtype, resolve_channels_last, resolve_device,
+from seglab.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
+from seglab.engine.config import TrainConfig
+from seglab.engine.device import (
+    cpu_has_fast_bf16, default_num_workers, resolve_amp_dtype, resolve_channels_last, resolve_device,
 )
-from seglab.engine.run import Callback, fit
+from seglab.engine.history import load_history
 from seglab.engine.loaders import build_loaders
 from seglab.engine.loop import evaluate, forward_resized, train_one_epoch
+from seglab.engine.run import Callback, fit
+from seglab.engine.state import RunState, evaluate_state, prepare, train_steps
 
 __all__ = [
     "TrainConfig",
+    "prepare",
+    "train_steps",
+    "evaluate_state",
+    "RunState",
     "fit",
     "train_one_epoch",
     "evaluate",

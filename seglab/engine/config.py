@@ -1,30 +1,21 @@
-"""``TrainConfig``: everything that defines a training run, validated in one place; device and precision.
+"""``TrainConfig``: every training field (one CLI flag each), validated in one place.
 
-The CLI flags map one-to-one onto the fields (``batch_size`` -> ``--batch-size``).
-
-Precision and memory format (``amp``, ``channels_last``) default to ``"auto"``: the fast choice measured on
-each kind of device (``benchmarks/cpu_speed.py``; results in ``benchmarks/results/``):
-
-- CUDA: bf16 autocast where the GPU supports it, else fp16 with a gradient scaler; channels_last.
-- CPU with a native bf16 path (x86 AVX512-BF16 or AMX, detected from the CPU flags): bf16 autocast
-  (oneDNN) and channels_last. On this project's 2-core AMD EPYC (AVX512-BF16), against fp32 NCHW:
-  bf16 2.0-2.8x, bf16 + channels_last 2.6-3.5x (U-Net-16, DeepLabV3+-R18, crops 160 and 240).
-- other CPUs and Apple MPS: fp32, NCHW (no measured speed-up).
-
-``"on"`` forces 16-bit / channels_last (bf16 on a CPU even without a fast path, slow but useful to
-check numerics), ``"off"`` forces fp32 / NCHW.
+The CLI flags map one-to-one onto the fields (``batch_size`` -> ``--batch-size``). Only *training* lives
+here: test-time options (TTA scales, sliding windows, the CRF) are ``seglab.inference.InferenceOptions``,
+given to ``evaluate`` / ``predict`` directly. The device, precision and worker choices are in
+:mod:`seglab.engine.device` (importable from here too, as before).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
+from seglab.engine.device import (  # re-exported: their home before seglab.engine.device
+    check_device_name, cpu_has_fast_bf16, default_num_workers, resolve_amp_dtype, resolve_channels_last,
+    resolve_device,
+)
 
 __all__ = ["TrainConfig", "resolve_device", "resolve_amp_dtype", "resolve_channels_last", "cpu_has_fast_bf16",
            "default_num_workers"]
@@ -75,13 +66,6 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy only
     class_weights: bool = False  # use the dataset's class_weights (e.g. CamVid's median frequency)
     ignore_index: int = 255
-    # --- test-time inference (seglab.inference): `python -m seglab evaluate` / `predict` of this run's -------
-    # checkpoints use these (their flags override them); the per-epoch validation of fit does not
-    tta_scales: str | None = None  # test-time scales, e.g. "0.5,0.75,1,1.25,1.5,1.75" (probabilities averaged)
-    tta_flip: bool = False  # test-time augmentation: also average over left-right mirrored images
-    window: int | None = None  # sliding-window inference: square windows of this many pixels; None = whole image
-    window_stride: int | None = None  # pixels between windows (<= window); None = 2/3 of the window
-    crf: bool = False  # refine the scores with a dense CRF (seglab.crf.dense_crf, method "fast")
     # --- machine ---------------------------------------------------------------------------------
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"
     amp: str = "auto"  # 16-bit autocast: "auto" (where measured faster: CUDA, CPUs with AVX512-BF16/AMX), "on", "off"
@@ -102,6 +86,7 @@ class TrainConfig:
     log_every: int = 25  # read the running loss back from the device every this many steps
     progress: bool = True  # tqdm progress bars
     verbose: bool = True  # print one line per epoch
+    tensorboard: bool = False  # also log to out/tensorboard/ (seglab.engine.tensorboard; the [tensorboard] extra)
 
     def __post_init__(self) -> None:
         # booleans from older configs / checkpoints: True = "auto", False = "off"
@@ -116,24 +101,27 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def inference_options(self) -> dict:
-        """Keyword arguments of ``seglab.inference.infer_logits`` for the test-time fields that are set
-        (``{}`` = plain inference): ``scales``, ``flip``, ``window``, ``stride``, ``crf``."""
-        from seglab.inference import parse_scales
-
-        options = {"scales": parse_scales(self.tta_scales) if self.tta_scales is not None else None,
-                   "flip": self.tta_flip or None, "window": self.window, "stride": self.window_stride,
-                   "crf": self.crf or None}  # fmt: skip
-        return {name: value for name, value in options.items() if value is not None}
-
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config of ``to_dict`` (a checkpoint's ``"config"``, a ``config.json``).
+
+        Fields that older versions had and this one dropped (the test-time options ``tta_scales``,
+        ``tta_flip``, ``window``, ``window_stride``, ``crf``, now ``seglab.inference.InferenceOptions``)
+        are ignored, so older checkpoints still load.
+
+        Raises:
+            ValueError: an unknown field, or a value out of range (``validate_config``).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in _DROPPED_FIELDS}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}; valid: {sorted(names)}")
         return cls(**values)
 
+
+#: Fields of older versions, ignored by from_dict: test-time options, now seglab.inference.InferenceOptions
+_DROPPED_FIELDS = frozenset({"tta_scales", "tta_flip", "window", "window_stride", "crf"})
 
 # Valid ranges, checked in one place (validate_config). (low, high): inclusive bounds, None = unbounded.
 _INT_RANGES: dict[str, tuple[int | None, int | None]] = {
@@ -141,7 +129,7 @@ _INT_RANGES: dict[str, tuple[int | None, int | None]] = {
     "num_workers": (0, None), "crop_size": (1, None), "max_size": (1, None), "pad_multiple": (1, None),
     "max_train_batches": (1, None), "max_val_batches": (1, None), "log_every": (1, None),
     "base_channels": (1, None), "num_classes": (1, 255), "output_stride": (1, None), "seed": (0, 2**32 - 1),
-    "ignore_index": (0, 255), "window": (1, None), "window_stride": (1, None),
+    "ignore_index": (0, 255),
 }
 _FLOAT_RANGES: dict[str, tuple[float | None, float | None, str]] = {  # (low, high, how): "open" = low < x,
     # "half-open" = low <= x < high, "closed" = low <= x <= high
@@ -211,81 +199,7 @@ def validate_config(config: "TrainConfig") -> None:
         raise ValueError(f"{_flag('model')} must be one of {list_models()}, got {config.model!r}")
     if config.dataset not in list_datasets():
         raise ValueError(f"{_flag('dataset')} must be one of {list_datasets()}, got {config.dataset!r}")
-    if config.tta_scales is not None:
-        from seglab.inference import parse_scales
-
-        try:
-            parse_scales(config.tta_scales)
-        except ValueError as error:
-            raise ValueError(f"{_flag('tta_scales')}: {error}") from None
-    if config.window_stride is not None and (config.window is None or config.window_stride > config.window):
-        raise ValueError(f"{_flag('window_stride')} = {config.window_stride} must be at most {_flag('window')} "
-                         f"(set, in pixels), got window = {config.window}")  # fmt: skip
+    check_device_name(config.device)  # e.g. "meta": refused here, before any folder or file is made
     if config.scale_min is not None and config.scale_max is not None and config.scale_min > config.scale_max:
         raise ValueError(f"{_flag('scale_min')} = {config.scale_min} must be <= {_flag('scale_max')} = "
                          f"{config.scale_max}")  # fmt: skip
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` → cuda if available, else mps, else cpu; otherwise ``torch.device(device)``.
-
-    Raises:
-        RuntimeError: a CUDA / MPS device was asked for but is not available.
-    """
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for but CUDA is not available: use --device cpu (or auto)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device {device!r} asked for but MPS is not available: use --device cpu (or auto)")
-    return dev
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has a native bf16 matrix path that oneDNN uses (x86 AVX512-BF16 or AMX-BF16).
-
-    Read from the CPU flags in ``/proc/cpuinfo`` (Linux); ``False`` elsewhere, where no speed-up was measured.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.backends.mkldnn.is_available()
-
-
-def resolve_amp_dtype(amp: str | bool, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` (``"auto"``/``"on"``/``"off"``) on ``device``; ``None`` = fp32."""
-    amp = {True: "auto", False: "off"}.get(amp, amp)
-    if amp == "off" or device.type == "mps":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and (amp == "on" or cpu_has_fast_bf16()):
-        return torch.bfloat16
-    return None
-
-
-def resolve_channels_last(channels_last: str | bool, device: torch.device) -> bool:
-    """Whether to use channels_last for ``channels_last`` (``"auto"``/``"on"``/``"off"``) on ``device``."""
-    channels_last = {True: "auto", False: "off"}.get(channels_last, channels_last)
-    auto = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
-    return channels_last == "on" or (channels_last == "auto" and auto)
-
-
-def default_num_workers(device: torch.device) -> int:
-    """DataLoader workers when ``num_workers`` is ``None``.
-
-    CUDA: one per core, at most 8 (the GPU waits otherwise). CPU: the model trains on every core, so a
-    worker only helps when cores are left over: ``cores // 4`` (0 on a 2-core laptop, where 2 workers were
-    measured slower: ``benchmarks/cpu_speed.py``).
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device.type == "cuda":
-        return min(8, cores)
-    return cores // 4

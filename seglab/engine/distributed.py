@@ -14,20 +14,21 @@ Validation is *exact*: :class:`ShardSampler` gives each rank a disjoint shard (n
 duplicates, unlike ``DistributedSampler``), and the ``(K, K)`` int64 confusion matrices are summed
 with ``all_reduce``: the counts are bit-identical to a single process scoring the whole split.
 
-BatchNorm statistics of one rank's few images are noisy; :func:`convert_sync_batchnorm` computes them
-over the global batch: ``torch.nn.SyncBatchNorm`` on CUDA, :class:`AllReduceBatchNorm2d` (the same
-arithmetic, with a differentiable all-reduce of the per-channel sums) on the CPU, where PyTorch's
-SyncBatchNorm refuses to run.
+BatchNorm over the global batch (SyncBatchNorm, also on the CPU) is :mod:`seglab.engine.sync_batchnorm`;
+its names are importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import math
 import os
+import re
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -35,9 +36,14 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import Sampler
 
+from seglab.engine.sync_batchnorm import (  # re-exported: their home before seglab.engine.sync_batchnorm
+    AllReduceBatchNorm2d, check_batch_for_batchnorm, convert_sync_batchnorm, has_batchnorm,
+)
+
 __all__ = [
     "DistInfo", "launcher_env", "init_distributed", "shutdown", "distributed_session", "ShardSampler",
-    "all_reduce_sum", "evaluate_distributed", "AllReduceBatchNorm2d", "convert_sync_batchnorm", "has_batchnorm",
+    "all_reduce_sum", "reduce_epoch_stats", "evaluate_distributed", "AllReduceBatchNorm2d", "convert_sync_batchnorm",
+    "has_batchnorm",
     "check_batch_for_batchnorm",
 ]
 
@@ -93,7 +99,7 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout: float
         ValueError: unknown backend; NCCL asked for without CUDA; more processes per node than GPUs;
             SLURM without ``MASTER_ADDR``.
     """
-    from seglab.engine.config import resolve_device
+    from seglab.engine.device import resolve_device
 
     env = os.environ if environ is None else environ
     if backend not in ("auto", "nccl", "gloo"):
@@ -139,15 +145,56 @@ def _terminate_as_interrupt(signum, frame):  # torchrun stops its workers with S
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+#: How a collective fails when another rank is stuck (Gloo's and NCCL's wording). A rank that died closes its
+#: connections instead ("Connection closed by peer"): torchrun names that one itself (its exit code).
+_TIMED_OUT = re.compile(r"timed out|timeout", re.IGNORECASE)
+_sessions = itertools.count()  # every rank opens its sessions in the same order: a shared key per session
+
+
+def _name_silent_ranks(error: BaseException, info: DistInfo, timeout: float, session: int) -> BaseException | None:
+    """After a collective timed out: every rank that is still alive checks in (the process group's store);
+    rank 0 waits up to ``min(timeout, 30)`` seconds for them and returns an error naming the ranks that
+    did not answer (stopped, hung or dead), with the ``--dist-timeout`` advice. ``None`` where that does
+    not apply (another kind of error, every rank answered, no store)."""
+    if not (isinstance(error, RuntimeError) and _TIMED_OUT.search(str(error))):
+        return None
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"seglab/session{session}/failed/{info.rank}", "1")
+    except Exception:  # no store to talk through: keep the original error
+        return None
+    if not info.is_main:
+        return None
+    silent, deadline = [], time.monotonic() + min(timeout, 30.0)
+    for rank in range(1, info.world_size):
+        try:
+            wait = datetime.timedelta(seconds=max(0.1, deadline - time.monotonic()))
+            store.wait([f"seglab/session{session}/failed/{rank}"], wait)
+        except Exception:
+            silent.append(rank)
+    if not silent:
+        return None
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    names = ", ".join(str(r) for r in silent)
+    return RuntimeError(
+        f"rank {names} of {info.world_size} did not answer within the {timeout:g} s timeout: that process stopped, "
+        f"hung or was killed (out of memory, a debugger, SIGSTOP?); check it. If it is only slow (more data, a slow "
+        f"disk, a long first epoch), raise --dist-timeout (now {timeout:g} s). ({type(error).__name__}: {first_line})"
+    )
+
+
 @contextlib.contextmanager
 def distributed_session(device: str = "auto", backend: str = "auto", timeout: float = 600.0):
     """``with distributed_session(...) as info:`` init (:func:`init_distributed`), then always shut down.
 
     On an error a distributed rank prints ``rank R/W failed: ...`` to stderr (torchrun also names the
-    first failed rank in its summary); SIGTERM (how torchrun stops the workers after a failure or a
-    Ctrl-C) is raised as ``KeyboardInterrupt`` so ``destroy_process_group`` still runs.
+    first failed rank in its summary, which is the first to time out, not the one that stopped); when a
+    collective timed out, the ranks still alive check in, and rank 0 raises an error naming
+    the ranks that did not, with the ``--dist-timeout`` advice. SIGTERM (how torchrun stops the workers
+    after a failure or a Ctrl-C) is raised as ``KeyboardInterrupt`` so ``destroy_process_group`` still runs.
     """
     info = init_distributed(device, backend, timeout)
+    session = next(_sessions)
     previous = None
     if info.enabled:
         try:
@@ -157,9 +204,14 @@ def distributed_session(device: str = "auto", backend: str = "auto", timeout: fl
     try:
         yield info
     except BaseException as error:
-        if info.enabled:
-            print(f"rank {info.rank}/{info.world_size} failed: {type(error).__name__}: {error}", file=sys.stderr,
-                  flush=True)
+        if not info.enabled:
+            raise
+        named = _name_silent_ranks(error, info, timeout, session)
+        shown = named or error
+        print(f"rank {info.rank}/{info.world_size} failed: {type(shown).__name__}: {shown}", file=sys.stderr,
+              flush=True)
+        if named is not None:
+            raise named from error
         raise
     finally:
         if previous is not None:
@@ -191,6 +243,23 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def reduce_epoch_stats(train: dict, device: torch.device | str) -> dict:
+    """The training numbers of one epoch over every rank (each ran as many batches): ``train_loss`` the mean
+    over ranks, ``images`` the sum, ``seconds`` the slowest rank's, ``images_per_s`` from those two.
+
+    ``train``: a result of ``seglab.engine.train_steps`` (or ``train_one_epoch``) on this rank; returned
+    as is without a process group. Tensors on ``device``: NCCL reduces device tensors only.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return train
+    world = dist.get_world_size()
+    totals = all_reduce_sum(torch.tensor([train["train_loss"], train["images"]], dtype=torch.float64, device=device))
+    slowest = torch.tensor([train["seconds"]], dtype=torch.float64, device=device)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    return dict(train, train_loss=totals[0].item() / world, images=int(totals[1].item()), seconds=slowest.item(),
+                images_per_s=totals[1].item() / max(slowest.item(), 1e-9))
+
+
 def evaluate_distributed(model: nn.Module, loader, num_classes: int, **kwargs) -> dict:
     """:func:`seglab.engine.evaluate` on this rank's shard, then the confusion matrices summed over ranks.
 
@@ -216,100 +285,3 @@ def evaluate_distributed(model: nn.Module, loader, num_classes: int, **kwargs) -
     merged["loss"] = totals[0] / totals[1] if (not math.isnan(result["loss"]) and totals[1]) else math.nan
     merged["confusion_matrix"] = cm.matrix
     return merged
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """``y = sum over ranks of x``; backward: the gradient of ``y`` summed over ranks (every rank's loss
-    depends on every rank's ``x``)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = x.clone()
-        dist.all_reduce(y, op=dist.ReduceOp.SUM)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad
-
-
-class AllReduceBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics span every rank's batch (Ioffe & Szegedy 2015; the global
-    statistics of ``torch.nn.SyncBatchNorm``), on any device and backend (Gloo on the CPU included).
-
-    Forward: per-channel sum, sum of squares and count are summed over ranks with a differentiable
-    all-reduce, so backward sums the statistics' gradients over ranks too. ``x: (N, C, H, W)`` -> same shape and dtype. Statistics in float32; the variance as
-    ``E[x^2] - E[x]^2`` (PyTorch's CUDA kernel uses Welford's update: equal within float tolerance).
-    Without a process group, or in eval mode, this is plain ``BatchNorm2d``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()):
-            return super().forward(x)
-        xf = x.float()
-        count = torch.full((1,), float(xf.numel() // xf.shape[1]), device=x.device)
-        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])  # (2C + 1,)
-        stats = _AllReduceSum.apply(stats)  # summed over ranks; differentiable
-        channels = x.shape[1]
-        total = stats[-1]
-        mean = stats[:channels] / total
-        var = (stats[channels:2 * channels] / total - mean * mean).clamp(min=0)  # biased, as BatchNorm normalises
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var * (total / (total - 1).clamp(min=1))
-                self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
-                self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
-        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
-        if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y.to(x.dtype)
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Every ``BatchNorm2d`` of ``model`` computing its statistics over all ranks (weights kept).
-
-    CUDA: ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``; other devices: :class:`AllReduceBatchNorm2d`.
-    """
-    if torch.device(device).type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-    def convert(module: nn.Module) -> nn.Module:
-        if type(module) is nn.BatchNorm2d:
-            new = AllReduceBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                                       module.track_running_stats).to(next(iter(module.state_dict().values())).device)
-            new.load_state_dict(module.state_dict())
-            new.train(module.training)
-            return new
-        for name, child in module.named_children():
-            setattr(module, name, convert(child))
-        return module
-
-    return convert(model)
-
-
-def check_batch_for_batchnorm(model: nn.Module, batch_size: int, world_size: int, sync_batchnorm: bool) -> None:
-    """Fail early, with the fix, where BatchNorm would see one image per batch.
-
-    Raises:
-        ValueError: ``batch_size`` 1 per process and BatchNorm statistics over one image (no SyncBN
-            across several processes): BatchNorm over a 1x1 map (DeepLab's image pooling, PSPNet's bin)
-            is undefined and otherwise the statistics are one image's.
-    """
-    if batch_size >= 2 or not has_batchnorm(model):
-        return
-    if world_size > 1 and sync_batchnorm:
-        return
-    hint = ("keep --sync-batchnorm (the default under DDP)" if world_size > 1 else
-            "or train on several processes with SyncBatchNorm (torchrun --nproc_per_node=N)")
-    raise ValueError(
-        f"batch size 1 per process with a BatchNorm model: BatchNorm needs at least 2 images per batch. Raise "
-        f"--batch-size to 2 or more, {hint}, or use a model with GroupNorm (or without BatchNorm)"
-    )

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
-from seglab.engine.config import TrainConfig, default_num_workers, resolve_device
+from seglab.engine.config import TrainConfig
+from seglab.engine.device import default_num_workers, resolve_device
 
 __all__ = ["build_loaders", "SeededDataset", "EpochSampler", "sample_seed", "base_dataset"]
 
@@ -101,6 +102,8 @@ def build_loaders(
     *,
     train_sampler: Sampler | None = None,
     val_sampler: Sampler | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[DataLoader, DataLoader]:
     """Train and validation loaders for ``config``.
 
@@ -111,7 +114,9 @@ def build_loaders(
     the val images stay at full size (``evaluate(input_max_size=...)`` shrinks them for the model).
 
     ``train_sampler`` / ``val_sampler``: e.g. ``DistributedSampler`` shards (the train one is wrapped in
-    an :class:`EpochSampler`); default: a seeded ``RandomSampler`` and sequential order.
+    an :class:`EpochSampler`); default: a seeded ``RandomSampler`` and sequential order, or, with
+    ``world_size`` > 1 (DDP), this ``rank``'s shards: a ``DistributedSampler`` reshuffled every epoch
+    (incomplete shards dropped) and a ``ShardSampler`` (every validation image exactly once over the ranks).
 
     Raises:
         ValueError: unknown dataset, ``num_classes`` that does not match the dataset, empty split.
@@ -144,6 +149,16 @@ def build_loaders(
     if workers > 0:
         common["prefetch_factor"] = 4
     generator = None
+    if world_size > 1:  # each rank on its shard, the datasets built once
+        from torch.utils.data.distributed import DistributedSampler
+
+        from seglab.engine.distributed import ShardSampler
+
+        if train_sampler is None:
+            train_sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
+                                               seed=config.seed, drop_last=True)
+        if val_sampler is None:
+            val_sampler = ShardSampler(len(val_set), rank, world_size)
     if train_sampler is None:
         generator = torch.Generator().manual_seed(config.seed)
         train_sampler = RandomSampler(train_set, generator=generator)

@@ -1,11 +1,14 @@
-"""One epoch of training and one pass of evaluation: the loop as taught.
+"""The training loop as taught (one body for an epoch and for a budget of steps) and evaluation.
 
 Recipe (Chen et al. 2017, DeepLabV3 section 4.1, also torchvision's segmentation references): pixel-wise
 cross-entropy with ``ignore_index=255``, a learning rate stepped every iteration, and evaluation on the
 *whole* validation image with one confusion matrix accumulated over the split.
 
-Neither loop reads a value back from the device at every step (``loss.item()`` would wait for the GPU):
-the running loss and a "still finite" flag stay on the device and are read every ``log_every`` steps.
+:func:`run_steps` is the loop body: one optimizer step per group of ``accumulate_steps`` batches.
+:func:`train_one_epoch` runs it over one pass of a loader; ``seglab.engine.train_steps`` runs it over a
+budget of steps that crosses epochs. Neither reads a value back from the device at every step
+(``loss.item()`` would wait for the GPU): the losses and a "still finite" flag stay on the device and
+are read every ``log_every`` batches.
 """
 
 from __future__ import annotations
@@ -13,16 +16,129 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from typing import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from seglab.inference import _shrink, forward_resized, infer_logits  # noqa: F401 -- _shrink: its old home
+from seglab.inference import forward_resized, infer_logits
 from seglab.metrics import ConfusionMatrix
 
-__all__ = ["train_one_epoch", "evaluate", "forward_resized"]
+__all__ = ["train_one_epoch", "run_steps", "step_groups", "evaluate", "forward_resized"]
+
+
+def step_groups(batches: Iterable, accumulate_steps: int) -> Iterator[Iterator]:
+    """Consecutive groups of ``accumulate_steps`` batches, the last one possibly shorter: one optimizer step
+    each. Lazy: each group must be used up before the next is asked for (batches load in loop order)."""
+    batches = iter(batches)
+    for first in batches:
+        yield itertools.chain([first], itertools.islice(batches, accumulate_steps - 1))
+
+
+def run_steps(
+    model: nn.Module,
+    groups: Iterable[Iterable],
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler=None,
+    *,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = False,
+    accumulate_steps: int = 1,
+    log_every: int = 25,
+    bar: tqdm | None = None,
+) -> dict:
+    """One optimizer step (then one scheduler step) per group of batches: forward, loss, backward each batch.
+
+    Args:
+        groups: yields groups (iterables) of ``(images (N, 3, H, W) float32, masks (N, H, W) int64)``
+            batches, e.g. :func:`step_groups`; the loss of each batch is divided by ``accumulate_steps``, so
+            a full group's gradient is that of its mean loss.
+        criterion: ``criterion(logits (N, K, H, W) float32, masks) -> scalar``.
+        amp_dtype: ``torch.bfloat16`` / ``torch.float16`` for autocast, ``None`` for fp32.
+        scaler: a GradScaler for fp16 (``None`` otherwise).
+        log_every: read the running loss back from the device (finiteness check, ``bar``) every this many
+            batches, and after the last.
+        bar: a tqdm bar advanced by one per batch (``None``: none).
+
+    Returns:
+        ``{"train_loss": mean batch loss, "losses": per-step mean loss (list, one float per step),
+        "images": images seen, "batches", "steps": optimizer steps, "seconds": wall time,
+        "images_per_s": throughput}``.
+
+    Raises:
+        FloatingPointError: the loss became nan/inf (the message says between which batches).
+    """
+    device = torch.device(device)
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    step_losses: list[torch.Tensor] = []
+    batches = images_seen = checked = 0
+    start = time.perf_counter()
+
+    def check() -> None:
+        nonlocal checked
+        if not bool(finite):  # the one host sync, every log_every batches
+            raise FloatingPointError(
+                f"the training loss became nan/inf between batches {checked} and {batches}: lower the learning rate "
+                "(--lr) or turn off mixed precision (--amp off)"
+            )
+        checked = batches
+        if bar is not None and batches:
+            bar.set_postfix(loss=f"{float(loss_sum) / batches:.4f}")
+
+    optimizer.zero_grad(set_to_none=True)
+    for group in groups:
+        group_sum, group_size = torch.zeros((), device=device), 0
+        for images, masks in group:
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(images)  # (N, K, H, W)
+                loss = criterion(logits.float(), masks)
+            finite &= torch.isfinite(loss)
+            loss_sum += loss.detach()
+            group_sum += loss.detach()
+            scaled = loss / accumulate_steps
+            if scaler is not None:
+                scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+            batches += 1
+            group_size += 1
+            images_seen += images.shape[0]
+            if bar is not None:
+                bar.update(1)
+            if batches % log_every == 0:
+                check()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
+        step_losses.append(group_sum / group_size)
+    check()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": float(loss_sum) / max(1, batches),
+        "losses": torch.stack(step_losses).tolist() if step_losses else [],  # one read for every step
+        "images": images_seen,
+        "batches": batches,
+        "steps": len(step_losses),
+        "seconds": seconds,
+        "images_per_s": images_seen / seconds if seconds > 0 else math.nan,
+    }
 
 
 def train_one_epoch(
@@ -42,7 +158,7 @@ def train_one_epoch(
     progress: bool = False,
     desc: str = "train",
 ) -> dict:
-    """One pass over ``loader``: forward, loss, backward, step (and scheduler step per optimizer step).
+    """One pass over ``loader`` (at most ``max_batches`` batches): :func:`run_steps` over its step groups.
 
     Args:
         loader: yields ``(images (N, 3, H, W) float32, masks (N, H, W) int64)``.
@@ -50,82 +166,27 @@ def train_one_epoch(
         amp_dtype: ``torch.bfloat16`` / ``torch.float16`` for autocast (CUDA; bf16 on a CPU), ``None`` for fp32.
         scaler: a GradScaler for fp16 (``None`` otherwise).
         accumulate_steps: add the gradients of this many batches before each optimizer step (the loss of
-            each is divided by it), e.g. 4 batches of 4 for the paper's batch of 16 on one GPU.
+            each is divided by it), e.g. 4 batches of 4 for the paper's batch of 16 on one GPU; the last
+            group of the pass steps too, however short.
         log_every: read the running loss back from the device (progress bar, finiteness check) every this
             many batches, and after the last.
 
     Returns:
-        ``{"train_loss": mean loss over batches, "images": images seen, "seconds": wall time,
-        "images_per_s": throughput, "steps": optimizer steps}``.
+        ``{"train_loss": mean loss over batches, "losses": the mean loss of each optimizer step, "images":
+        images seen, "batches", "seconds": wall time, "images_per_s": throughput, "steps": optimizer steps}``.
 
     Raises:
         FloatingPointError: the loss became nan/inf (checked every ``log_every`` batches; the message says
             which range of batches).
     """
-    device = torch.device(device)
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    finite = torch.ones((), dtype=torch.bool, device=device)
-    batches, images_seen, steps = 0, 0, 0
-    start = time.perf_counter()
-    n_total = len(loader) if hasattr(loader, "__len__") else None
-    if max_batches is not None and n_total is not None:
-        n_total = min(n_total, max_batches)
-    batches_iter = loader if max_batches is None else itertools.islice(loader, max_batches)
-    bar = tqdm(batches_iter, total=n_total, desc=desc, leave=False, disable=not progress)
-
-    def check(last: bool = False) -> None:
-        if not bool(finite):  # the one host sync, every log_every batches
-            first = max(0, batches - log_every) if not last else max(0, batches - (batches % log_every or log_every))
-            raise FloatingPointError(
-                f"the training loss became nan/inf between batches {first} and {batches}: lower the learning rate "
-                "(--lr) or turn off mixed precision (--amp off)"
-            )
-        if progress and batches:
-            bar.set_postfix(loss=f"{float(loss_sum) / batches:.4f}")
-
-    optimizer.zero_grad(set_to_none=True)
-    for images, masks in bar:
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)  # (N, K, H, W)
-            loss = criterion(logits.float(), masks)
-        finite &= torch.isfinite(loss)
-        loss_sum += loss.detach()
-        scaled = loss / accumulate_steps
-        if scaler is not None:
-            scaler.scale(scaled).backward()
-        else:
-            scaled.backward()
-        batches += 1
-        images_seen += images.shape[0]
-        if batches % accumulate_steps == 0 or batches == n_total:
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            steps += 1
-            if scheduler is not None:
-                scheduler.step()
-        if batches % log_every == 0:
-            check()
-    check(last=True)
-    bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return {
-        "train_loss": float(loss_sum) / max(1, batches),
-        "images": images_seen,
-        "seconds": seconds,
-        "images_per_s": images_seen / seconds if seconds > 0 else math.nan,
-        "steps": steps,
-    }
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_batches is not None:
+        loader = itertools.islice(loader, max_batches)
+        total = max_batches if total is None else min(total, max_batches)
+    with tqdm(total=total, desc=desc, leave=False, disable=not progress) as bar:
+        return run_steps(model, step_groups(loader, accumulate_steps), criterion, optimizer, scheduler, device=device,
+                         amp_dtype=amp_dtype, scaler=scaler, channels_last=channels_last,
+                         accumulate_steps=accumulate_steps, log_every=log_every, bar=bar)
 
 
 @torch.no_grad()
@@ -153,8 +214,8 @@ def evaluate(
         input_max_size: run the model on images shrunk to this longer side and score its upsampled
             logits against the full-size masks (:func:`forward_resized`); ``None`` = as given.
         inference: test-time options of :func:`seglab.inference.infer_logits` (``scales``, ``flip``, ``window``,
-            ``stride``, ``blend``, ``crf``), e.g. ``TrainConfig.inference_options()``; scores then are the
-            log of the averaged probabilities (TTA) or CRF scores, and ``"loss"`` is computed on them.
+            ``stride``, ``blend``, ``crf``), e.g. ``seglab.inference.InferenceOptions(...).as_kwargs()``; scores
+            then are the log of the averaged probabilities (TTA) or CRF scores, and ``"loss"`` is computed on them.
 
     Returns:
         ``{"mIoU", "iou_per_class", "pixel_accuracy", "mean_class_accuracy", "fw_iou", "loss",

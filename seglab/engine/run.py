@@ -6,11 +6,17 @@ Every epoch appends one record to the history and writes, atomically, into ``con
 only that epoch: ``fit(replace(config, resume=True))`` continues from ``last.pt`` exactly -- the
 model, optimizer, scheduler, scaler, history and RNG states are restored, and every epoch reseeds
 its shuffling and each sample's augmentation from ``(seed, epoch)``, so a resumed run equals an
-uninterrupted one, whatever the number of DataLoader workers.
+uninterrupted one, whatever the number of DataLoader workers. With ``tensorboard=True`` the same numbers,
+the learning rate and a grid of validation predictions also go to ``out/tensorboard/`` (``seglab.engine.tensorboard``).
+
+The run is four steps, each its own module: lock the folder (``seglab.files``), ``prepare``
+(``seglab.engine.state``), ``resume`` (``seglab.engine.resume``: what may change), then epochs of
+``train_steps`` + ``evaluate_state`` + the files (``seglab.engine.checkpoint``, ``seglab.engine.history``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -19,20 +25,15 @@ from typing import Callable, Iterable
 
 import torch
 
-from seglab.engine.build import build_model_for, build_optimizer, build_scheduler
-from seglab.engine.checkpoint import (
-    atomic_write_bytes, check_finite_gradients, check_finite_model, load_checkpoint, plot_curves, remove_stale_tmp,
-    rng_state, run_folder_lock, save_checkpoint, set_rng_state, write_history,
-)
-from seglab.engine.config import TrainConfig, resolve_amp_dtype, resolve_channels_last, resolve_device
-from seglab.engine.distributed import (
-    DistInfo, ShardSampler, all_reduce_sum, check_batch_for_batchnorm, convert_sync_batchnorm, distributed_session,
-    evaluate_distributed, has_batchnorm,
-)
-from seglab.engine.loaders import base_dataset, build_loaders
-from seglab.engine.loop import evaluate, train_one_epoch
-from seglab.data import check_first_items
-from seglab.losses import build_loss
+from seglab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from seglab.engine.config import TrainConfig
+from seglab.engine.distributed import DistInfo, distributed_session, reduce_epoch_stats
+from seglab.engine.health import check_finite_model
+from seglab.engine.history import plot_curves, write_history
+from seglab.engine.resume import check_resume, resume
+from seglab.engine.state import RunState, epoch_seed, evaluate_state, prepare, train_steps
+from seglab.engine.tensorboard import TensorBoardLogger, require_tensorboard
+from seglab.files import atomic_write_bytes, remove_stale_tmp, run_folder_lock
 
 __all__ = ["fit", "Callback", "epoch_seed"]
 
@@ -40,27 +41,15 @@ Callback = Callable[[dict, list], None]
 """Called after every epoch as ``callback(epoch_record, history)``; ``history`` includes the record."""
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch`` (1-based) of a run seeded ``seed``: shuffling, augmentation, dropout."""
-    return seed * 100_003 + epoch
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict]:
     """Train ``config.model`` on ``config.dataset`` for ``config.epochs`` epochs; return the history.
 
-    Each epoch: reseed shuffling/augmentation from ``(seed, epoch)``, train, evaluate on the whole
-    validation images, append a record, write history/curves/``last.pt`` (and ``best.pt`` when
-    val mIoU improves), call every callback with ``(record, history)``, print one line.
+    ``prepare`` builds the run; with ``resume=True`` it continues ``out/last.pt`` (``seglab.engine.resume``:
+    which fields may change and how). Each epoch: ``train_steps`` for one epoch of steps (reseeding
+    shuffling/augmentation from ``(seed, epoch)``), evaluate on the whole validation images, append a
+    record, write history/curves/``last.pt`` (and ``best.pt`` when val mIoU improves), call every
+    callback with ``(record, history)``, print one line. With ``tensorboard=True`` the epoch also goes to
+    ``out/tensorboard/`` (``seglab.engine.tensorboard.TensorBoardLogger``), just before ``last.pt``.
 
     Record keys: ``epoch`` (1-based), ``train_loss``, ``lr`` (at the end of the epoch), ``val_loss``,
     ``val_mIoU``, ``val_iou_per_class`` (K floats, nan = absent), ``val_pixel_accuracy``,
@@ -68,8 +57,9 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
     (training throughput), ``elapsed`` (seconds since the run started, summed over resumed parts).
 
     Raises:
-        FileNotFoundError / ValueError: bad dataset, model or options (messages say how to fix them).
-        RuntimeError: ``resume=True`` with a checkpoint of another model/dataset.
+        FileNotFoundError / ValueError: bad dataset, model or options (messages say how to fix them);
+        RuntimeError: ``tensorboard=True`` without the ``tensorboard`` package (before anything is written).
+            ``resume=True`` with a checkpoint another config may not continue (the message names the field).
         KeyboardInterrupt: re-raised after printing how to resume; ``last.pt`` holds the last full epoch.
 
     Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; :mod:`seglab.engine.distributed`): one
@@ -80,200 +70,110 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
     callbacks and writes files; every rank loads ``last.pt`` on resume, which needs the same world size.
     Every rank returns the same history.
     """
+    if config.tensorboard:
+        require_tensorboard()  # a missing extra fails now, on every rank, not after the first epoch
     with distributed_session(config.device, config.dist_backend, config.dist_timeout) as dist_info:
-        # one run per --out folder (rank 0 holds the lock); anomaly mode restored on exit
+        # one run per --out folder (rank 0 holds the lock); anomaly and determinism modes restored on exit
         with run_folder_lock(config.out, enabled=dist_info.is_main), torch.autograd.set_detect_anomaly(
-                config.detect_anomaly):
+                config.detect_anomaly), _global_modes_restored():
             if dist_info.is_main:
                 remove_stale_tmp(config.out, verbose=config.verbose)  # temp files of a killed run
             return _fit(config, callbacks, dist_info)
 
 
 def _fit(config: TrainConfig, callbacks: Iterable[Callback], dist_info: DistInfo) -> list[dict]:
-    out = Path(config.out)
-    device = dist_info.device  # resolve_device(config.device), or this rank's GPU under torchrun
-    main, world = dist_info.is_main, dist_info.world_size
-    verbose = config.verbose and main
-    _seed_everything(config.seed)
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not config.deterministic
-
-    train_loader, val_loader = build_loaders(config, device)
-    if dist_info.enabled:  # the same loaders, each rank on its shard (training: reshuffled every epoch)
-        from torch.utils.data.distributed import DistributedSampler
-
-        train_loader, val_loader = build_loaders(
-            config, device,
-            train_sampler=DistributedSampler(train_loader.dataset, num_replicas=world, rank=dist_info.rank,
-                                             shuffle=True, seed=config.seed, drop_last=True),
-            val_sampler=ShardSampler(len(val_loader.dataset), dist_info.rank, world),
-        )
-    check_first_items(base_dataset(train_loader.dataset), base_dataset(val_loader.dataset))  # bad files: now
-    dataset = base_dataset(train_loader.dataset)
-    num_classes = dataset.num_classes
-    classes = list(dataset.classes)
-    model = build_model_for(config, num_classes).to(device)
-    check_batch_for_batchnorm(model, config.batch_size, world, config.sync_batchnorm)
-    if dist_info.enabled and config.sync_batchnorm and has_batchnorm(model):
-        model = convert_sync_batchnorm(model, device)  # statistics over the global batch; same state dict
-    if config.detect_anomaly:
-        check_finite_gradients(model)  # every gradient, every step (slow: debugging)
-    channels_last = resolve_channels_last(config.channels_last, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
-    weight = None
-    if config.class_weights:
-        weight = getattr(dataset, "class_weights", None)
-        if weight is None:
-            raise ValueError(f"dataset {config.dataset!r} defines no class_weights: drop --class-weights")
-        weight = torch.as_tensor(weight, dtype=torch.float32)
-    criterion = build_loss(config.loss, weight=weight, ignore_index=config.ignore_index,
-                           label_smoothing=config.label_smoothing).to(device)
-    optimizer = build_optimizer(config, model)
-    batches_per_epoch = len(train_loader) if config.max_train_batches is None else min(len(train_loader), config.max_train_batches)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate_steps)
-    scheduler = build_scheduler(config, optimizer, config.epochs * steps_per_epoch, steps_per_epoch)
-    amp_dtype = resolve_amp_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    train_model = model
-    if dist_info.enabled:  # gradients averaged over the ranks during backward
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        train_model = torch.compile(train_model)  # same parameters, compiled forward
-    if verbose and (dist_info.enabled or config.accumulate_steps > 1):
-        print(f"global batch {config.batch_size * world * config.accumulate_steps} = batch {config.batch_size} per "
-              f"process x {world} process(es) x {config.accumulate_steps} accumulated"
-              + (f" ({dist_info.backend}, SyncBatchNorm {'on' if config.sync_batchnorm and has_batchnorm(model) else 'off'})"
-                 if dist_info.enabled else ""), flush=True)
-
-    history: list[dict] = []
-    best = -math.inf
-    start_epoch = 1
+    out, main = Path(config.out), dist_info.is_main
+    if config.resume:  # what may not change is refused before anything is built
+        checkpoint = load_checkpoint(out / "last.pt", map_location=dist_info.device)
+        check_resume(checkpoint, config, path=out / "last.pt", world_size=dist_info.world_size)
+    state = prepare(config, dist_info=dist_info)
+    history, best, resumes = [], -math.inf, []
     if config.resume:
-        state = load_checkpoint(out / "last.pt", map_location=device)
-        saved = state["config"]
-        for key in ("model", "dataset", "backbone", "output_stride", "base_channels"):
-            if saved.get(key) != getattr(config, key):
-                raise RuntimeError(
-                    f"cannot resume: {out / 'last.pt'} was trained with {key}={saved.get(key)!r} but the config says "
-                    f"{getattr(config, key)!r}; use the same settings or another --out folder"
-                )
-        if state.get("world_size", 1) != world:
-            raise RuntimeError(
-                f"cannot resume: {out / 'last.pt'} was trained by {state.get('world_size', 1)} process(es), this run has "
-                f"{world}; exact resume needs the same world size: torchrun --nproc_per_node="
-                f"{state.get('world_size', 1)} (or start a new --out folder)"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        history = list(state["history"])
-        best = state["best_mIoU"]
-        start_epoch = state["epoch"] + 1
-        if verbose:
-            print(f"resumed from {out / 'last.pt'} at epoch {state['epoch']} (best val mIoU {best:.4f})")
-    elif (out / "last.pt").exists() and verbose:
+        history, best, resumes = resume(state, out / "last.pt", checkpoint)
+        if config.verbose and main:
+            changed = resumes[-1]["changes"] if resumes and resumes[-1]["epoch"] == state.epoch else {}
+            print(f"resumed from {out / 'last.pt'} at epoch {state.epoch} (best val mIoU {best:.4f})"
+                  + "".join(f"; {k} {old!r} -> {new!r}" for k, (old, new) in changed.items()), flush=True)
+    elif (out / "last.pt").exists() and config.verbose and main:
         print(f"note: {out} already holds a run; it will be overwritten (pass --resume to continue it)")
-
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
-    title = f"{config.model} on {config.dataset}"
     elapsed = history[-1].get("elapsed", 0.0) if history else 0.0
+    board = TensorBoardLogger(state, history=history) if config.tensorboard else None  # writes on rank 0 only
     try:
-        for epoch in range(start_epoch, config.epochs + 1):
-            seed = epoch_seed(config.seed, epoch)
-            train_loader.sampler.set_epoch(seed)  # shuffling order and every sample's augmentation
-            torch.manual_seed(seed + 1_000_003 * dist_info.rank)  # dropout, its own on every rank
-            train = train_one_epoch(
-                train_model, train_loader, criterion, optimizer, scheduler, device=device, amp_dtype=amp_dtype,
-                scaler=scaler, channels_last=channels_last, max_batches=config.max_train_batches,
-                accumulate_steps=config.accumulate_steps, log_every=config.log_every,
-                progress=config.progress and main, desc=f"epoch {epoch}/{config.epochs}",
-            )
-            check_finite_model(model, epoch=epoch, out=out, lr=config.lr)  # never evaluate or save a diverged model
-            if dist_info.enabled:  # every rank ran as many batches: the global mean loss, images, slowest rank
-                totals = all_reduce_sum(torch.tensor([train["train_loss"], train["images"]], dtype=torch.float64,
-                                                     device=device))  # NCCL reduces device tensors only
-                slowest = torch.tensor([train["seconds"]], dtype=torch.float64, device=device)
-                torch.distributed.all_reduce(slowest, op=torch.distributed.ReduceOp.MAX)
-                train = dict(train, train_loss=totals[0].item() / world, images=int(totals[1].item()),
-                             seconds=slowest.item(), images_per_s=totals[1].item() / max(slowest.item(), 1e-9))
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            train = train_steps(state, state.steps_per_epoch, progress=config.progress and main,
+                                desc=f"epoch {epoch}/{config.epochs}")
+            train = reduce_epoch_stats(train, state.device)  # under DDP: mean loss, all images, slowest rank
+            check_finite_model(state.model, epoch=epoch, out=out, lr=config.lr)  # never evaluate or save nan
             val_start = time.perf_counter()
-            val = (evaluate_distributed if dist_info.enabled else evaluate)(
-                model, val_loader, num_classes, device=device, criterion=criterion, ignore_index=config.ignore_index,
-                amp_dtype=amp_dtype, channels_last=channels_last, max_batches=config.max_val_batches,
-                input_max_size=config.max_size if config.val_full_size else None, pad_multiple=config.pad_multiple,
-                progress=config.progress and main,
-            )
+            val = evaluate_state(state, progress=config.progress and main)
             seconds = train["seconds"] + time.perf_counter() - val_start
             elapsed += seconds
-            record = {
-                "epoch": epoch,
-                "train_loss": train["train_loss"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "val_loss": val["loss"],
-                "val_mIoU": val["mIoU"],
-                "val_iou_per_class": val["iou_per_class"],
-                "val_pixel_accuracy": val["pixel_accuracy"],
-                "val_mean_class_accuracy": val["mean_class_accuracy"],
-                "val_fw_iou": val["fw_iou"],
-                "seconds": seconds,
-                "elapsed": elapsed,
-                "images_per_s": train["images_per_s"],
-            }
-            history.append(record)
-            improved = record["val_mIoU"] > best
-            best = max(best, record["val_mIoU"])
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch,
-                "history": history,
-                "best_mIoU": best,
-                "config": config.to_dict(),
-                "num_classes": num_classes,
-                "classes": classes,
-                "colors": [list(c) for c in dataset.colors],
-                "rng": rng_state(),
-                "world_size": world,
-            }
+            history.append(_record(epoch, train, val, seconds, elapsed))
+            improved = history[-1]["val_mIoU"] > best
+            best = max(best, history[-1]["val_mIoU"])
             if not main:  # only rank 0 writes, prints and calls back; the others hold the same record
                 continue
-            if improved:
-                save_checkpoint(out / "best.pt", state)
-            save_checkpoint(out / "last.pt", state)  # written last: resume never skips a best.pt
-            write_history(out, history, classes)
-            plot_curves(out, history, title)
+            if board is not None:  # before last.pt: a kill in between re-runs the epoch, and purge_step drops it
+                board(history[-1], history)
+            _save(state, out, history, best, resumes, improved)
             if config.verbose:
-                print(
-                    f"epoch {epoch:3d}/{config.epochs}  train_loss {record['train_loss']:.4f}  "
-                    f"val_loss {record['val_loss']:.4f}  val_mIoU {record['val_mIoU']:.4f}  "
-                    f"pixel_acc {record['val_pixel_accuracy']:.4f}  lr {record['lr']:.2e}  "
-                    f"{record['seconds']:.1f} s  {record['images_per_s']:.1f} img/s" + ("  *best" if improved else ""),
-                    flush=True,
-                )
+                print(_summary(history[-1], config.epochs, improved), flush=True)
             for callback in callbacks:
-                callback(record, history)
+                callback(history[-1], history)
     except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else start_epoch - 1
+        done = history[-1]["epoch"] if history else 0
         if main:
-            print(
-                f"\ninterrupted during epoch {done + 1}; {out / 'last.pt'} holds epoch {done}. "
-                f"Continue with: python -m seglab train ... --out {out} --resume",
-                flush=True,
-            )
+            print(f"\ninterrupted during epoch {done + 1}; {out / 'last.pt'} holds epoch {done}. Continue with: "
+                  f"python -m seglab train ... --out {out} --resume", flush=True)
         raise
-    if dist_info.enabled:
+    finally:
+        if board is not None:
+            board.close()
+    if state.dist.enabled:
         torch.distributed.barrier()  # rank 0 has written the last epoch's files when fit returns on any rank
     return history
+
+
+def _record(epoch: int, train: dict, val: dict, seconds: float, elapsed: float) -> dict:
+    return {"epoch": epoch, "train_loss": train["train_loss"], "lr": train["lr"], "val_loss": val["loss"],
+            "val_mIoU": val["mIoU"], "val_iou_per_class": val["iou_per_class"],
+            "val_pixel_accuracy": val["pixel_accuracy"], "val_mean_class_accuracy": val["mean_class_accuracy"],
+            "val_fw_iou": val["fw_iou"], "seconds": seconds, "elapsed": elapsed,
+            "images_per_s": train["images_per_s"]}  # fmt: skip
+
+
+def _save(state: RunState, out: Path, history: list[dict], best: float, resumes: list[dict], improved: bool) -> None:
+    """``best.pt`` (when improved), then ``last.pt`` (last: resume never skips a best.pt), history, curves."""
+    checkpoint = {
+        "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict() if state.scaler else None,
+        "epoch": history[-1]["epoch"], "history": history, "best_mIoU": best, "config": state.config.to_dict(),
+        "num_classes": state.num_classes, "classes": state.classes, "colors": state.colors, "rng": rng_state(),
+        "world_size": state.dist.world_size, "resumes": resumes,
+    }  # fmt: skip
+    if improved:
+        save_checkpoint(out / "best.pt", checkpoint)
+    save_checkpoint(out / "last.pt", checkpoint)
+    write_history(out, history, state.classes)
+    plot_curves(out, history, f"{state.config.model} on {state.config.dataset}")
+
+
+def _summary(record: dict, epochs: int, improved: bool) -> str:
+    return (f"epoch {record['epoch']:3d}/{epochs}  train_loss {record['train_loss']:.4f}  "
+            f"val_loss {record['val_loss']:.4f}  val_mIoU {record['val_mIoU']:.4f}  "
+            f"pixel_acc {record['val_pixel_accuracy']:.4f}  lr {record['lr']:.2e}  "
+            f"{record['seconds']:.1f} s  {record['images_per_s']:.1f} img/s" + ("  *best" if improved else ""))
+
+
+@contextlib.contextmanager
+def _global_modes_restored():
+    """Restore torch's process-wide deterministic-algorithms and cudnn.benchmark modes (``prepare`` sets them)."""
+    modes = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(modes[0], warn_only=modes[1])
+        torch.backends.cudnn.benchmark = modes[2]

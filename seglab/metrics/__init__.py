@@ -8,6 +8,10 @@
 
 Every name is importable from ``seglab.metrics``. Metrics are fractions in [0, 1]; per-class tensors hold
 ``nan`` for classes that are undefined (absent from ground truth and prediction).
+
+Private helpers: ``_checks`` validates every public function's arguments at the boundary (bad input: a one-line
+``ValueError`` naming the argument, what it got and what it needs); ``_morphology`` holds the boundary scores'
+dilations, whose cost does not grow with the distance.
 """
 
 from seglab.metrics import boundary, confusion

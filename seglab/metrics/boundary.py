@@ -22,6 +22,12 @@ Conventions shared by the two boundary scores:
   no boundary pixel lies *inside* an ignored region.
 - A class absent from both maps (no boundary pixel in either) has an undefined score, reported as
   ``nan`` and left out of every mean; present in one map only it scores 0. Scores are fractions in [0, 1].
+- An empty batch (``N``, ``H`` or ``W`` zero) has no boundary pixel: every class is undefined (``nan``), as
+  ``confusion_matrix`` gives an all-zero matrix (mIoU ``nan``) for it.
+- Distances past the image diagonal change nothing (no two pixels are farther apart) and are capped there:
+  memory never grows with ``tolerance``, ``dilation_ratio`` or ``band_width``, time at most with the shorter
+  image side. Classes go a few at a time, only those present in either map, so memory stays near a few
+  copies of the batch whatever ``num_classes``. Arguments are checked by ``seglab.metrics._checks``.
 
 Departures from the papers: Csurka et al. propose ``tolerance`` = 0.75% of the image diagonal, our
 default; Cheng et al. define Boundary IoU per object mask (instance segmentation), here it is per class
@@ -31,54 +37,49 @@ with intersections and unions summed over the images of the batch, as mIoU.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from seglab.metrics.confusion import _as_preds, confusion_matrix, mean_iou
+from seglab.metrics._checks import (
+    check_distance, check_ignore_index, check_labels, check_num_classes, check_pair, check_pixels,
+)
+from seglab.metrics._morphology import disk_dilate, inner_boundary, label_edges, square_dilate
+from seglab.metrics.confusion import _count, _iou_per_class
 
-__all__ = [
-    "boundary_band",
-    "trimap_iou",
-    "BoundaryFScore",
-    "boundary_f_score",
-    "BoundaryIoU",
-    "boundary_iou",
-]
+__all__ = ["boundary_band", "trimap_iou", "BoundaryFScore", "boundary_f_score", "BoundaryIoU", "boundary_iou"]
+
+_CHUNK_ELEMENTS = 2**23  # (N, C, H, W) elements per chunk of classes: about 100 MB of temporaries
 
 
-def _label_edges(labels: torch.Tensor) -> torch.Tensor:
-    """``(N, 1, H, W)`` labels -> bool, True where a 4-neighbour (inside the image) has another label."""
-    edge = torch.zeros_like(labels, dtype=torch.bool)
-    edge[..., 1:, :] |= labels[..., 1:, :] != labels[..., :-1, :]
-    edge[..., :-1, :] |= labels[..., 1:, :] != labels[..., :-1, :]
-    edge[..., :, 1:] |= labels[..., :, 1:] != labels[..., :, :-1]
-    edge[..., :, :-1] |= labels[..., :, 1:] != labels[..., :, :-1]
-    return edge
+def _check_band_width(band_width) -> int:
+    return check_pixels("band_width", band_width, minimum=1, need="the band's half-width in pixels", example=2)
 
 
 def boundary_band(target: torch.Tensor, band_width: int, ignore_index: int | None = 255) -> torch.Tensor:
-    """Pixels within ``band_width`` px (Chebyshev distance) of a ground-truth label boundary.
+    """Pixels within ``band_width - 1`` px (Chebyshev distance) of a ground-truth label edge, a band
+    ``2 * band_width`` px wide around each boundary.
 
     Args:
-        target: ``(N, H, W)`` int64 mask.
-        band_width: half-width of the band in pixels (>= 1).
+        target: ``(N, H, W)`` integer (or bool) mask.
+        band_width: half-width of the band in pixels, an int >= 1 (a huge one costs no more than the image
+            size).
         ignore_index: a change to or from the ignore value also counts as a boundary (VOC draws its
             255 band exactly along object outlines); the ignored pixels themselves are excluded later.
 
     Returns:
         ``(N, H, W)`` bool tensor, True inside the band.
+
+    Raises:
+        ValueError: ``target`` not an ``(N, H, W)`` integer tensor (a float mask), ``band_width`` not an
+            int >= 1, or ``ignore_index`` not None or an int.
     """
-    if band_width < 1:
-        raise ValueError(f"band_width must be >= 1 pixel, got {band_width}")
-    edge = _label_edges(target.unsqueeze(1))  # (N, 1, H, W): a 4-neighbour has another label
-    # Dilate the 1-px edge into a band: a (2w-1)x(2w-1) max-pool adds w-1 px each side; done as a
-    # (k, 1) pool then a (1, k) pool, which gives the same square window for a fraction of the work.
-    k, p = 2 * band_width - 1, band_width - 1
-    band = F.max_pool2d(edge.float(), kernel_size=(k, 1), stride=1, padding=(p, 0))
-    band = F.max_pool2d(band, kernel_size=(1, k), stride=1, padding=(0, p)) > 0
-    return band.squeeze(1)
+    target = check_labels("target", target, dims=3)
+    band_width = _check_band_width(band_width)
+    check_ignore_index(ignore_index)
+    # A 1-px edge dilated by band_width - 1 px each side: the (2w-1)x(2w-1) square window.
+    return square_dilate(label_edges(target), band_width - 1)
 
 
 def trimap_iou(
@@ -94,58 +95,44 @@ def trimap_iou(
     object boundaries; this metric isolates that region (Kohli et al. 2009; Chen et al. 2018 fig. 5).
 
     Args:
-        preds: ``(N, H, W)`` int64 class indices or ``(N, K, H, W)`` logits.
-        target: ``(N, H, W)`` int64, ``ignore_index`` skipped.
+        preds: ``(N, H, W)`` integer class indices or ``(N, K, H, W)`` float logits.
+        target: ``(N, H, W)`` integer mask in ``[0, K)`` or ``ignore_index`` (skipped).
         num_classes: K.
-        band_width: band half-width in pixels.
+        band_width: band half-width in pixels (see :func:`boundary_band`).
 
     Returns:
         mIoU (fraction in [0, 1]) over the band; ``nan`` if the band holds no labelled pixel.
+
+    Raises:
+        ValueError: as :func:`seglab.metrics.confusion_matrix` (float masks, shapes, logits' channels or NaN,
+            values), or as :func:`boundary_band`.
     """
-    preds = _as_preds(preds, target)
-    band = boundary_band(target, band_width, ignore_index)
-    masked = target.clone()
-    masked[~band] = ignore_index if ignore_index is not None else -1
-    if ignore_index is None:
-        keep = masked >= 0
-        return float(mean_iou(confusion_matrix(preds[keep], masked[keep], num_classes, None)))
-    return float(mean_iou(confusion_matrix(preds, masked, num_classes, ignore_index)))
-
-
-def _check_pair(preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor:
-    """Validated ``(N, H, W)`` int64 predictions, with ``ignore_index`` wherever the target has it."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if target.dim() != 3:
-        raise ValueError(f"target must be (N, H, W) class indices, got shape {tuple(target.shape)}")
-    confusion_matrix(preds, target, num_classes, ignore_index)  # raises on bad shapes and values
-    preds = preds.to(target.device).long()
-    target = target.long()
+    num_classes = check_num_classes(num_classes)
+    ignore_index = check_ignore_index(ignore_index)
+    band_width = _check_band_width(band_width)
+    preds, target = check_pair("preds", preds, target, num_classes, ignore_index, dims=3)
+    keep = square_dilate(label_edges(target), band_width - 1)  # (N, H, W) the band
     if ignore_index is not None:
-        preds = torch.where(target == ignore_index, torch.full_like(preds, ignore_index), preds)
-    return preds
+        keep &= target != ignore_index
+    return float(_iou_per_class(_count(preds[keep], target[keep], num_classes, None).double()).nanmean())
 
 
-def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(N, H, W)`` labels -> ``(N, K, H, W)`` bool, channel c True where the label is c (others: all False)."""
-    classes = torch.arange(num_classes, device=labels.device).view(1, -1, 1, 1)
-    return labels.unsqueeze(1) == classes
+def _paired(preds_or_logits, target, num_classes, ignore_index) -> tuple[torch.Tensor, torch.Tensor, int, int | None]:
+    """Checked ``(preds, target, num_classes, ignore_index)``; preds hold ``ignore_index`` where the target does."""
+    num_classes = check_num_classes(num_classes)
+    ignore_index = check_ignore_index(ignore_index)
+    preds, target = check_pair("preds_or_logits", preds_or_logits, target, num_classes, ignore_index, dims=3)
+    if ignore_index is not None:
+        preds = preds.masked_fill(target == ignore_index, ignore_index)
+    return preds, target, num_classes, ignore_index
 
 
-def _disk(radius: float, device: torch.device) -> torch.Tensor:
-    """``(1, 1, 2r+1, 2r+1)`` float32 kernel, 1 where ``dy**2 + dx**2 <= radius**2`` (``r = floor(radius)``)."""
-    r = int(math.floor(radius))
-    offsets = torch.arange(-r, r + 1, device=device, dtype=torch.float32)
-    return ((offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2) <= radius**2).float()[None, None]
-
-
-def _within(points: torch.Tensor, radius: float) -> torch.Tensor:
-    """``(N, K, H, W)`` bool -> bool, True within Euclidean distance ``radius`` of a True pixel of its channel."""
-    n, k, h, w = points.shape
-    kernel = _disk(radius, points.device)
-    r = kernel.shape[-1] // 2
-    hits = F.conv2d(points.reshape(n * k, 1, h, w).float(), kernel, padding=r)  # counts of points in the disk
-    return (hits > 0.5).reshape(n, k, h, w)
+def _class_chunks(preds: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> Iterator[torch.Tensor]:
+    """The classes present in either ``(N, H, W)`` map (absent ones have no boundary), a few at a time."""
+    classes = torch.unique(torch.cat([target.reshape(-1), preds.reshape(-1)]))
+    if ignore_index is not None:
+        classes = classes[classes != ignore_index]
+    yield from classes.split(max(1, _CHUNK_ELEMENTS // max(1, target.numel())))
 
 
 class BoundaryFScore(NamedTuple):
@@ -183,60 +170,63 @@ def boundary_f_score(
     is matched when the other map has one within ``tolerance`` px (Euclidean distance):
     precision ``P = |B_pred matched| / |B_pred|``, recall ``R = |B_gt matched| / |B_gt|``,
     ``BF = 2 P R / (P + R)`` (0 when ``P + R == 0``). A class with boundary pixels in one map only scores
-    ``P = R = BF = 0``; in neither, ``nan`` (left out of the means). Ignored target pixels: see the module
-    docstring (they count as a label of their own in both maps).
+    ``P = R = BF = 0``; in neither, ``nan`` (left out of the means), which is every class of an empty
+    image. Ignored target pixels: see the module docstring (they count as a label of their own in both maps).
 
     Args:
-        preds_or_logits: ``(N, H, W)`` int64 class indices in ``[0, K)`` or ``(N, K, H, W)`` logits (argmax).
-        target: ``(N, H, W)`` int64 in ``[0, K)`` or ``ignore_index``.
+        preds_or_logits: ``(N, H, W)`` integer class indices in ``[0, K)`` or ``(N, K, H, W)`` float logits
+            (argmax).
+        target: ``(N, H, W)`` integer mask in ``[0, K)`` or ``ignore_index``.
         num_classes: K.
-        tolerance: match distance in pixels (>= 0; 0 = the same pixel). ``None``: 0.75% of the image
-            diagonal, rounded, at least 1 px (the paper's choice; 4 px for a 480x360 CamVid image).
+        tolerance: match distance in pixels, a finite number >= 0 (0 = the same pixel); past the image
+            diagonal it is the diagonal (the same result). ``None``: 0.75% of the image diagonal, rounded,
+            at least 1 px (the paper's choice; 4 px for a 480x360 CamVid image).
         ignore_index: target value of unlabelled pixels; ``None`` = every pixel is labelled.
 
     Returns:
         :class:`BoundaryFScore` ``(per_class (K,), mean, per_image (N,), scores (N, K), precision, recall)``.
 
     Raises:
-        ValueError: shapes or values as in :func:`seglab.metrics.confusion_matrix`, or a negative tolerance.
+        ValueError: as :func:`seglab.metrics.confusion_matrix` (float masks, shapes, logits' channels or NaN,
+            values), a target that is not ``(N, H, W)``, or a tolerance that is negative, NaN, infinite or
+            not a number.
     """
-    preds = _check_pair(_as_preds(preds_or_logits, target), target, num_classes, ignore_index)
-    height, width = target.shape[-2:]
+    if tolerance is not None:
+        tolerance = check_distance("tolerance", tolerance, positive=False,
+                                   need="a match distance in pixels (None: 0.75% of the image diagonal)",
+                                   example="2")  # fmt: skip
+    preds, target, num_classes, ignore_index = _paired(preds_or_logits, target, num_classes, ignore_index)
+    n, height, width = target.shape
+    diagonal = math.hypot(height, width)
     if tolerance is None:
-        tolerance = max(1, round(0.0075 * math.hypot(height, width)))
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a distance in pixels >= 0, got {tolerance!r}")
-    b_gt = _one_hot(target.long(), num_classes) & _label_edges(target.long().unsqueeze(1))  # (N, K, H, W)
-    b_pred = _one_hot(preds, num_classes) & _label_edges(preds.unsqueeze(1))  # (N, K, H, W)
-    n_gt = b_gt.sum((2, 3)).double()  # (N, K)
-    n_pred = b_pred.sum((2, 3)).double()
-    precision = (b_pred & _within(b_gt, tolerance)).sum((2, 3)).double() / n_pred.clamp(min=1)
-    recall = (b_gt & _within(b_pred, tolerance)).sum((2, 3)).double() / n_gt.clamp(min=1)
+        tolerance = max(1, round(0.0075 * diagonal))
+    radius = min(tolerance, diagonal)  # no two pixels are farther apart than the diagonal: the same result
+    counts = torch.zeros(4, n, num_classes, dtype=torch.float64)  # |B_gt|, |B_pred|, matched gt, matched pred
+    edges_gt, edges_pred = label_edges(target).unsqueeze(1), label_edges(preds).unsqueeze(1)  # (N, 1, H, W)
+    for classes in _class_chunks(preds, target, ignore_index):
+        c = classes.view(1, -1, 1, 1)
+        b_gt = (target.unsqueeze(1) == c) & edges_gt  # (N, C, H, W)
+        b_pred = (preds.unsqueeze(1) == c) & edges_pred
+        found = torch.stack([b_gt.sum((2, 3)), b_pred.sum((2, 3)), (b_gt & disk_dilate(b_pred, radius)).sum((2, 3)),
+                             (b_pred & disk_dilate(b_gt, radius)).sum((2, 3))])  # fmt: skip
+        counts[:, :, classes.cpu()] = found.double().cpu()
+    n_gt, n_pred, matched_gt, matched_pred = counts
+    precision = matched_pred / n_pred.clamp(min=1)
+    recall = matched_gt / n_gt.clamp(min=1)
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-300),
                      torch.zeros_like(precision))  # fmt: skip
     undefined = (n_gt == 0) & (n_pred == 0)
     nan = torch.full_like(f1, math.nan)
-    scores = torch.where(undefined, nan, f1).cpu()
+    scores = torch.where(undefined, nan, f1)
     per_class = scores.nanmean(0)  # (K,)
     return BoundaryFScore(
         per_class=per_class,
         mean=float(per_class.nanmean()),
         per_image=scores.nanmean(1),
         scores=scores,
-        precision=torch.where(undefined, nan, precision).cpu(),
-        recall=torch.where(undefined, nan, recall).cpu(),
+        precision=torch.where(undefined, nan, precision),
+        recall=torch.where(undefined, nan, recall),
     )
-
-
-def _inner_boundary(masks: torch.Tensor, distance: int) -> torch.Tensor:
-    """``(N, K, H, W)`` bool masks -> their pixels within ``distance`` px (Chebyshev) of a pixel outside the mask
-    or of the image border: ``mask & ~erode(mask)``, the erosion a (2d+1)x(2d+1) square with the image
-    surrounded by background (``mask_to_boundary`` of Cheng et al.'s reference code: ``d`` 3x3 erosions)."""
-    k = 2 * distance + 1
-    outside = F.pad((~masks).float(), (distance,) * 4, value=1.0)  # background all around the image
-    outside = F.max_pool2d(outside, kernel_size=(k, 1), stride=1)  # separable square dilation of "outside"
-    outside = F.max_pool2d(outside, kernel_size=(1, k), stride=1) > 0  # (N, K, H, W)
-    return masks & outside
 
 
 class BoundaryIoU(NamedTuple):
@@ -271,32 +261,41 @@ def boundary_iou(
     ``d = max(1, round(dilation_ratio * sqrt(H**2 + W**2)))`` (the reference's ``mask_to_boundary``; 12 px
     for a 480x360 CamVid image at the default 0.02). Boundary IoU ``= |G_d ∩ P_d| / |G_d ∪ P_d|`` with both
     counts summed over the images of the batch. A class absent from both maps has union 0 and IoU ``nan``
-    (left out of the mean); a class predicted but absent from the ground truth scores 0. For ``d`` at
-    least half the shorter image side every mask pixel is a boundary pixel and Boundary IoU equals IoU.
+    (left out of the mean), as has every class of an empty batch; a class predicted but absent from the ground
+    truth scores 0. For ``d`` at least half the shorter image side every mask pixel is a boundary pixel and
+    Boundary IoU equals IoU (so a ratio past 1, ``d`` past the diagonal, is the same as 1).
     Ignored target pixels: see the module docstring (they count as a label of their own in both maps).
 
     Args:
-        preds_or_logits: ``(N, H, W)`` int64 class indices in ``[0, K)`` or ``(N, K, H, W)`` logits (argmax).
-        target: ``(N, H, W)`` int64 in ``[0, K)`` or ``ignore_index``.
+        preds_or_logits: ``(N, H, W)`` integer class indices in ``[0, K)`` or ``(N, K, H, W)`` float logits
+            (argmax).
+        target: ``(N, H, W)`` integer mask in ``[0, K)`` or ``ignore_index``.
         num_classes: K.
-        dilation_ratio: boundary width as a fraction of the image diagonal (> 0; the paper's 0.02).
+        dilation_ratio: boundary width as a fraction of the image diagonal, a finite number > 0 (the paper's
+            0.02).
         ignore_index: target value of unlabelled pixels; ``None`` = every pixel is labelled.
 
     Returns:
         :class:`BoundaryIoU` ``(per_class (K,), mean, intersection (K,), union (K,))``.
 
     Raises:
-        ValueError: shapes or values as in :func:`seglab.metrics.confusion_matrix`, or ``dilation_ratio <= 0``.
+        ValueError: as :func:`seglab.metrics.confusion_matrix` (float masks, shapes, logits' channels or NaN,
+            values), a target that is not ``(N, H, W)``, or a ``dilation_ratio`` that is <= 0, NaN, infinite
+            or not a number.
     """
-    preds = _check_pair(_as_preds(preds_or_logits, target), target, num_classes, ignore_index)
-    if not (isinstance(dilation_ratio, (int, float)) and math.isfinite(dilation_ratio) and dilation_ratio > 0):
-        raise ValueError(f"dilation_ratio must be a fraction of the image diagonal > 0, got {dilation_ratio!r}")
-    height, width = target.shape[-2:]
-    distance = max(1, round(dilation_ratio * math.hypot(height, width)))
-    g_d = _inner_boundary(_one_hot(target.long(), num_classes), distance)  # (N, K, H, W)
-    p_d = _inner_boundary(_one_hot(preds, num_classes), distance)
-    intersection = (g_d & p_d).sum((0, 2, 3)).cpu()  # (K,) int64
-    union = (g_d | p_d).sum((0, 2, 3)).cpu()
+    ratio = check_distance("dilation_ratio", dilation_ratio, positive=True,
+                           need="the boundary width as a fraction of the image diagonal", example="0.02")  # fmt: skip
+    preds, target, num_classes, ignore_index = _paired(preds_or_logits, target, num_classes, ignore_index)
+    diagonal = math.hypot(*target.shape[-2:])
+    distance = max(1, round(min(ratio, 1.0) * diagonal))  # past the diagonal every mask pixel is boundary already
+    intersection = torch.zeros(num_classes, dtype=torch.int64)
+    union = torch.zeros(num_classes, dtype=torch.int64)
+    for classes in _class_chunks(preds, target, ignore_index):
+        c = classes.view(1, -1, 1, 1)
+        g_d = inner_boundary(target.unsqueeze(1) == c, distance)  # (N, C, H, W)
+        p_d = inner_boundary(preds.unsqueeze(1) == c, distance)
+        intersection[classes.cpu()] = (g_d & p_d).sum((0, 2, 3)).cpu()
+        union[classes.cpu()] = (g_d | p_d).sum((0, 2, 3)).cpu()
     per_class = torch.where(union > 0, intersection.double() / union.clamp(min=1),
                             torch.full(union.shape, math.nan, dtype=torch.float64))  # fmt: skip
     return BoundaryIoU(per_class=per_class, mean=float(per_class.nanmean()), intersection=intersection, union=union)

@@ -24,8 +24,10 @@ All metrics are fractions in [0, 1] (multiply by 100 only when printing). They a
 with ``average="none"`` on the classes that appear (torchmetrics reports an absent class as 0 where
 we report ``nan``), and for the mean with ``average="macro"``.
 
-Boundary metrics (trimap IoU, boundary F-score, Boundary IoU) are in ``seglab.metrics.boundary``.
-This module needs nothing but PyTorch: it can be copied into another project alone.
+Every public function validates its arguments at the boundary with ``seglab.metrics._checks`` (bad input: a
+one-line ``ValueError``); the internals trust them. Boundary metrics (trimap IoU, boundary F-score, Boundary
+IoU) are in ``seglab.metrics.boundary``. This module needs nothing but PyTorch and ``_checks.py``: copy the two
+into another project.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from seglab.metrics._checks import check_confusion, check_device, check_ignore_index, check_num_classes, check_pair
 
 __all__ = [
     "confusion_matrix",
@@ -45,11 +49,14 @@ __all__ = [
 ]
 
 
-def _as_preds(preds_or_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Return ``(N, H, W)`` int64 class indices from logits ``(N, K, H, W)`` or indices ``(N, H, W)``."""
-    if preds_or_logits.dim() == target.dim() + 1:
-        return preds_or_logits.argmax(dim=1)
-    return preds_or_logits
+def _count(preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor:
+    """``(K, K)`` int64 counts of validated int64 ``preds`` / ``target`` of one shape (internal: no checks)."""
+    preds, target = preds.reshape(-1), target.reshape(-1)
+    if ignore_index is not None:
+        keep = target != ignore_index
+        preds, target = preds[keep], target[keep]
+    counts = torch.bincount(target * num_classes + preds, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
 
 
 def confusion_matrix(
@@ -58,54 +65,39 @@ def confusion_matrix(
     """Confusion matrix of one batch.
 
     Args:
-        preds: ``(N, H, W)`` int64 predicted class indices in ``[0, K)``, or ``(N, K, H, W)`` logits
-            (argmax is taken over dim 1).
-        target: ``(N, H, W)`` int64 ground truth in ``[0, K)`` or ``ignore_index``.
-        num_classes: K.
+        preds: ``(N, ...)`` integer class indices in ``[0, K)`` of ``target``'s shape, or ``(N, K, ...)``
+            float logits (argmax over dim 1; NaN refused). Values on ignored pixels are not read.
+        target: ``(N, ...)`` integer (or bool) ground truth in ``[0, K)`` or ``ignore_index``, usually
+            ``(N, H, W)``; an empty batch gives a matrix of zeros.
+        num_classes: K, an int in ``[1, 4096]``.
         ignore_index: target value to skip (255 for VOC); ``None`` keeps every pixel.
 
     Returns:
         ``(K, K)`` int64 tensor on ``target``'s device; rows = ground truth, columns = prediction.
 
     Raises:
-        ValueError: if shapes differ, or a target value lies outside ``[0, K) ∪ {ignore_index}``,
-            or a prediction lies outside ``[0, K)``.
+        ValueError: a float (e.g. scaled to [0, 1]) or non-tensor mask; shapes that differ; logits with
+            another number of channels than ``num_classes`` or holding NaN; a target value outside
+            ``[0, K) ∪ {ignore_index}``, or a prediction outside ``[0, K)`` on a labelled pixel; a
+            ``num_classes`` or ``ignore_index`` that is not an integer in range.
     """
-    preds = _as_preds(preds, target)
-    if preds.shape != target.shape:
-        raise ValueError(
-            f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape: "
-            "pass logits (N, K, H, W) or class indices (N, H, W) of the mask's size "
-            "(upsample logits to the mask size with F.interpolate before computing metrics)"
-        )
-    preds = preds.reshape(-1).long()
-    target = target.reshape(-1).long().to(preds.device)
-    if ignore_index is not None:
-        keep = target != ignore_index
-        preds, target = preds[keep], target[keep]
-    if target.numel():
-        bad_t = (target < 0) | (target >= num_classes)
-        if bad_t.any():
-            values = torch.unique(target[bad_t]).tolist()[:10]
-            raise ValueError(
-                f"target holds values {values} outside [0, {num_classes}) and ignore_index={ignore_index}: "
-                "map unlabelled pixels to the ignore index (255) or check num_classes"
-            )
-        bad_p = (preds < 0) | (preds >= num_classes)
-        if bad_p.any():
-            values = torch.unique(preds[bad_p]).tolist()[:10]
-            raise ValueError(f"preds hold values {values} outside [0, {num_classes}): check num_classes")
-    counts = torch.bincount(target * num_classes + preds, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
+    num_classes = check_num_classes(num_classes)
+    ignore_index = check_ignore_index(ignore_index)
+    preds, target = check_pair("preds", preds, target, num_classes, ignore_index)
+    return _count(preds, target, num_classes, ignore_index)
 
 
 class ConfusionMatrix:
     """Streaming confusion matrix: ``update`` per batch, ``compute`` once at the end.
 
     Args:
-        num_classes: K.
-        ignore_index: target value to skip (default 255).
+        num_classes: K, an int in ``[1, 4096]``.
+        ignore_index: target value to skip (default 255); ``None`` keeps every pixel.
         device: where the ``(K, K)`` int64 matrix lives (default: the first batch's device).
+
+    Raises:
+        ValueError: ``num_classes`` not an int in ``[1, 4096]`` (``2.5``, ``0``, ``True``...), ``ignore_index``
+            not None or an int, or an unknown ``device``; ``update`` raises as :func:`confusion_matrix`.
 
     Example::
 
@@ -116,11 +108,10 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str | None = None):
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.num_classes = check_num_classes(num_classes)
+        self.ignore_index = check_ignore_index(ignore_index)
+        device = check_device(device)
+        self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=device)
         self._device_set = device is not None
 
     def reset(self) -> None:
@@ -129,12 +120,16 @@ class ConfusionMatrix:
 
     @torch.no_grad()
     def update(self, preds_or_logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one batch: ``(N, K, H, W)`` logits or ``(N, H, W)`` preds, and ``(N, H, W)`` targets."""
+        """Add one batch: ``(N, K, H, W)`` logits or ``(N, H, W)`` preds, and ``(N, H, W)`` targets.
+
+        Raises:
+            ValueError: as :func:`confusion_matrix` (the matrix is left unchanged).
+        """
+        preds, target = check_pair("preds_or_logits", preds_or_logits, target, self.num_classes, self.ignore_index)
         if not self._device_set:
             self.matrix = self.matrix.to(target.device)
             self._device_set = True
-        batch = confusion_matrix(preds_or_logits, target, self.num_classes, self.ignore_index)
-        self.matrix += batch.to(self.matrix.device)
+        self.matrix += _count(preds, target, self.num_classes, self.ignore_index).to(self.matrix.device)
 
     def compute(self) -> dict:
         """All metrics of the accumulated matrix, as Python floats / lists (fractions in [0, 1]).
@@ -142,50 +137,84 @@ class ConfusionMatrix:
         Keys: ``"mIoU"``, ``"iou_per_class"`` (K floats, ``nan`` for absent classes),
         ``"pixel_accuracy"``, ``"mean_class_accuracy"``, ``"fw_iou"``.
         """
-        cm = self.matrix.cpu()
+        cm = self.matrix.cpu().double()
         return {
-            "mIoU": float(mean_iou(cm)),
-            "iou_per_class": [float(v) for v in iou_per_class(cm)],
-            "pixel_accuracy": float(pixel_accuracy(cm)),
-            "mean_class_accuracy": float(mean_class_accuracy(cm)),
-            "fw_iou": float(frequency_weighted_iou(cm)),
+            "mIoU": float(_iou_per_class(cm).nanmean()),
+            "iou_per_class": [float(v) for v in _iou_per_class(cm)],
+            "pixel_accuracy": float(_pixel_accuracy(cm)),
+            "mean_class_accuracy": float(_mean_class_accuracy(cm)),
+            "fw_iou": float(_frequency_weighted_iou(cm)),
         }
 
 
-def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
-    """``(K,)`` float64 IoU per class; ``nan`` where the class is absent from GT and prediction."""
-    cm = cm.double()
+# Each public function below checks ``cm`` at the boundary (check_confusion: a (K, K) tensor of finite counts
+# >= 0, any real dtype, so cm.double() is fine) and calls its internal twin on the float64 matrix.
+
+
+def _iou_per_class(cm: torch.Tensor) -> torch.Tensor:
     tp = cm.diag()
     union = cm.sum(0) + cm.sum(1) - tp
-    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
+    return torch.where(union > 0, tp / union.clamp(min=1e-300), torch.full_like(tp, math.nan))
 
 
-def mean_iou(cm: torch.Tensor) -> torch.Tensor:
-    """Mean IoU over classes present in GT or prediction (``nan`` if none is). 0-dim float64."""
-    return iou_per_class(cm).nanmean()
-
-
-def pixel_accuracy(cm: torch.Tensor) -> torch.Tensor:
-    """Fraction of non-ignored pixels classified correctly (``nan`` for an empty matrix). 0-dim float64."""
-    cm = cm.double()
+def _pixel_accuracy(cm: torch.Tensor) -> torch.Tensor:
     total = cm.sum()
     return cm.diag().sum() / total if total > 0 else torch.tensor(math.nan, dtype=torch.float64)
 
 
-def mean_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
-    """Mean per-class recall ``n_ii / t_i`` over classes present in the ground truth. 0-dim float64."""
-    cm = cm.double()
+def _mean_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
     gt = cm.sum(1)
-    recall = torch.where(gt > 0, cm.diag() / gt.clamp(min=1), torch.full_like(gt, math.nan))
-    return recall.nanmean()
+    return torch.where(gt > 0, cm.diag() / gt.clamp(min=1e-300), torch.full_like(gt, math.nan)).nanmean()
 
 
-def frequency_weighted_iou(cm: torch.Tensor) -> torch.Tensor:
-    """IoU averaged with weights ``t_i / sum t`` (Long et al. 2015). 0-dim float64."""
-    cm = cm.double()
+def _frequency_weighted_iou(cm: torch.Tensor) -> torch.Tensor:
     gt = cm.sum(1)
     total = gt.sum()
     if total == 0:
         return torch.tensor(math.nan, dtype=torch.float64)
-    iou = torch.nan_to_num(iou_per_class(cm), nan=0.0)
-    return (gt * iou).sum() / total
+    return (gt * torch.nan_to_num(_iou_per_class(cm), nan=0.0)).sum() / total
+
+
+def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` float64 IoU per class of a ``(K, K)`` matrix; ``nan`` where the class is absent from GT and prediction.
+
+    Raises:
+        ValueError: ``cm`` not a square ``(K, K)`` tensor (``K >= 1``) of finite counts >= 0.
+    """
+    return _iou_per_class(check_confusion(cm))
+
+
+def mean_iou(cm: torch.Tensor) -> torch.Tensor:
+    """Mean IoU over classes present in GT or prediction (``nan`` if none is). 0-dim float64.
+
+    Raises:
+        ValueError: ``cm`` not a square ``(K, K)`` tensor (``K >= 1``) of finite counts >= 0.
+    """
+    return _iou_per_class(check_confusion(cm)).nanmean()
+
+
+def pixel_accuracy(cm: torch.Tensor) -> torch.Tensor:
+    """Fraction of non-ignored pixels classified correctly (``nan`` for an empty matrix). 0-dim float64.
+
+    Raises:
+        ValueError: ``cm`` not a square ``(K, K)`` tensor (``K >= 1``) of finite counts >= 0.
+    """
+    return _pixel_accuracy(check_confusion(cm))
+
+
+def mean_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
+    """Mean per-class recall ``n_ii / t_i`` over classes present in the ground truth. 0-dim float64.
+
+    Raises:
+        ValueError: ``cm`` not a square ``(K, K)`` tensor (``K >= 1``) of finite counts >= 0.
+    """
+    return _mean_class_accuracy(check_confusion(cm))
+
+
+def frequency_weighted_iou(cm: torch.Tensor) -> torch.Tensor:
+    """IoU averaged with weights ``t_i / sum t`` (Long et al. 2015). 0-dim float64.
+
+    Raises:
+        ValueError: ``cm`` not a square ``(K, K)`` tensor (``K >= 1``) of finite counts >= 0.
+    """
+    return _frequency_weighted_iou(check_confusion(cm))

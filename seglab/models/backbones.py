@@ -28,6 +28,8 @@ import torch
 import torchvision
 from torch import nn
 
+from seglab.files import without_load_advice
+
 __all__ = [
     "BACKBONES",
     "RESNETS",
@@ -249,7 +251,7 @@ def fetch_torchvision_weights(member: Any, name: str, *, argument: str = "weight
         return member.get_state_dict(progress=True, check_hash=True, weights_only=True, map_location="cpu")
     except Exception as error:  # noqa: BLE001 - URLError/socket errors are OSErrors; a bad file raises anything
         if was_cached:
-            reason = (str(error).strip().splitlines() or [""])[0][:160]  # torch's own advice (weights_only=False) would be wrong here
+            reason = without_load_advice(str(error))  # torch's own advice (weights_only=False) would be wrong here
             raise RuntimeError(
                 f"the cached weights file {cached} is corrupt or not a weights-only state dict "
                 f"({type(error).__name__}: {reason}). Delete it (rm '{cached}') and run again to download it "
@@ -282,7 +284,8 @@ def load_weights_file(path: Path, *, argument: str = "weights_backbone") -> Mapp
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling of untrusted objects is refused by weights_only=True
         raise RuntimeError(
-            f"could not load {path} as a weights-only state dict ({type(error).__name__}: {error}); "
+            f"could not load {path} as a weights-only state dict ({type(error).__name__}: "
+            f"{without_load_advice(str(error))}); "
             "save it with torch.save(model.state_dict(), path)"
         ) from error
     for key in ("state_dict", "model"):

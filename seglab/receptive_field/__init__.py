@@ -39,8 +39,18 @@ box of the exact support of an interior pixel (the tests check this on random ch
 support may still have holes inside that box (dilation) and also covers models with branches;
 the ERF is non-zero only inside the exact support, and its mass concentrates near the centre.
 
-Layout: :mod:`.analytic` (1), :mod:`.exact` (2), :mod:`.effective` (3); every public name is
-re-exported here, so ``from seglab.receptive_field import ReceptiveField`` works.
+Layout, one idea per module; every public name is re-exported here, so ``from seglab.receptive_field
+import ReceptiveField`` works:
+
+- :mod:`.layers`: one layer as the recurrence sees it (``LayerSpec``, ``layer_spec``);
+- :mod:`.analytic` (1): the recurrence over a chain (``analytic_receptive_field``, ``format_rf_table``);
+- :mod:`.positive_ops`: the positive operations of a linearised network (average pooling over max-pool
+  windows, one-channel convolutions handed back as broadcast views);
+- :mod:`.linearised_modules` (``linearise``) and :mod:`.linearised_functions` (``LinearisedFunctions``):
+  the linearised copy, by module replacement and by a torch function mode;
+- :mod:`.layer_output`: the output (model or layer) and the pixel a question is about;
+- :mod:`.exact` (2): ``ReceptiveField``, ``exact_receptive_field`` and the support measures;
+- :mod:`.effective` (3): ``effective_receptive_field``, ``erf_radius``, ``erf_rms_radius``.
 """
 
 from .analytic import LayerRF, LayerSpec, analytic_receptive_field, format_rf_table, layer_spec

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .analytic import Pair
-from .exact import _check_pixel, _layer_output
+from .layer_output import check_pixel, layer_output
+from .layers import Pair
 
 __all__ = [
     "effective_receptive_field",
@@ -81,8 +81,8 @@ def effective_receptive_field(model: nn.Module, images, output_pixel: Pair | Non
                                  f"{tuple(batch.shape[-2:])} (crop or resize them)")
             x = batch.to(device=device, dtype=dtype).requires_grad_(True)
             with torch.enable_grad():
-                out = _layer_output(model, x, layer, output_fn)
-                y, x_ = _check_pixel(output_pixel, out.shape[2:],
+                out = layer_output(model, x, layer, output_fn)
+                y, x_ = check_pixel(output_pixel, out.shape[2:],
                                      f"output map of layer {layer!r}" if layer else "model output")
                 picked = out[:, :, y, x_] if channel is None else out[:, channel, y, x_]
                 (grad,) = torch.autograd.grad(picked.sum(), x)  # images are independent in eval mode

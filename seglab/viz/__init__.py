@@ -3,12 +3,13 @@
 One module per topic; every public name is also importable from ``seglab.viz`` (``from seglab
 import viz; viz.colorize(...)``):
 
-- ``core``: ``DPI``, ``IGNORE_COLOR``, ``figure_to_png``, ``to_rgb`` (figure and array conventions);
-- ``masks``: ``colorize``, ``overlay``, ``error_map``, ``show_mask``, ``show_predictions``;
+- ``core``: ``DPI``, ``IGNORE_COLOR``, ``figure_to_png``, ``to_rgb``, ``as_mask``, ``as_pred`` (figure and
+  array conventions; ``IMAGENET_MEAN`` / ``IMAGENET_STD`` re-exported from ``seglab.imaging``);
+- ``masks``: ``colorize``, ``overlay``, ``error_map``, ``show_mask``, ``show_predictions``, ``image_scores``;
 - ``datasets``: ``plot_class_frequencies``, ``show_palette``, ``show_mask_resize``;
 - ``receptive_fields``: ``show_receptive_field``, ``rf_frame``;
 - ``dilation``: ``dilation_coverage``, ``show_dilated_kernels``, ``show_dilation_coverage``;
-- ``skips``: ``compare_predictions``, ``show_feature_maps``, ``plot_trimap_curves``;
+- ``skips``: ``compare_predictions``, ``show_feature_maps``, ``plot_trimap_curves``, ``image_trimap_iou``;
 - ``training``: ``plot_history`` (``LOG_LOSS_RATIO``), ``plot_iou_per_class``, ``plot_confusion_matrix``.
 
 Figures are built without ``pyplot`` (nothing leaks, everything renders with Agg: CI, nbviewer,
@@ -21,12 +22,12 @@ uint8 RGB; masks ``(H, W)`` int64 in ``[0, K)`` or ``ignore_index`` (255); predi
 class indices or ``(K, H, W)`` logits. Metrics are fractions in [0, 1]; pictures print percent.
 """
 
-from .core import DPI, IGNORE_COLOR, IMAGENET_MEAN, IMAGENET_STD, figure_to_png, to_rgb
+from .core import DPI, IGNORE_COLOR, IMAGENET_MEAN, IMAGENET_STD, as_mask, as_pred, figure_to_png, to_rgb
 from .datasets import plot_class_frequencies, show_mask_resize, show_palette
 from .dilation import dilation_coverage, show_dilated_kernels, show_dilation_coverage
-from .masks import colorize, error_map, overlay, show_mask, show_predictions
+from .masks import colorize, error_map, image_scores, overlay, show_mask, show_predictions
 from .receptive_fields import rf_frame, show_receptive_field
-from .skips import compare_predictions, plot_trimap_curves, show_feature_maps
+from .skips import compare_predictions, image_trimap_iou, plot_trimap_curves, show_feature_maps
 from .training import LOG_LOSS_RATIO, plot_confusion_matrix, plot_history, plot_iou_per_class
 
 __all__ = [
@@ -36,11 +37,14 @@ __all__ = [
     "IMAGENET_STD",
     "figure_to_png",
     "to_rgb",
+    "as_mask",
+    "as_pred",
     "colorize",
     "overlay",
     "error_map",
     "show_mask",
     "show_predictions",
+    "image_scores",
     "plot_class_frequencies",
     "show_palette",
     "show_mask_resize",
@@ -52,6 +56,7 @@ __all__ = [
     "compare_predictions",
     "show_feature_maps",
     "plot_trimap_curves",
+    "image_trimap_iou",
     "LOG_LOSS_RATIO",
     "plot_history",
     "plot_iou_per_class",

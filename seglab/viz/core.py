@@ -7,7 +7,8 @@ returned figure is shown by ``display(fig)`` (or as the cell's last value); ``fi
 gives PNG bytes for ``ipywidgets.Image``. Figures default to a low dpi (``DPI``) to keep
 notebooks small.
 
-Depends on numpy and matplotlib only; torch tensors are accepted anywhere an array is (they are
+Depends on numpy, matplotlib and ``seglab.imaging`` (the ImageNet statistics and ``to_image``, which
+undoes them); torch tensors are accepted anywhere an array is (they are
 moved to the CPU and converted).
 
 Conventions: images ``(3, H, W)`` float32 normalised with ImageNet mean/std, or ``(H, W, 3)``
@@ -24,7 +25,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-__all__ = ["DPI", "IGNORE_COLOR", "IMAGENET_MEAN", "IMAGENET_STD", "figure_to_png", "to_rgb"]
+from seglab.imaging import IMAGENET_MEAN, IMAGENET_STD, to_image
+
+__all__ = ["DPI", "IGNORE_COLOR", "IMAGENET_MEAN", "IMAGENET_STD", "figure_to_png", "to_rgb", "as_mask", "as_pred"]
 
 DPI = 72
 """Default figure resolution (dots per inch): low, so that notebooks with many figures stay small."""
@@ -35,9 +38,6 @@ colour of the seglab palettes (VOC, CamVid, ISBI, synthetic) and from the error 
 least 52 CIELAB ΔE units and 141 RGB units away (``tests/test_viz.py``). VOC's own cream (224, 224, 192),
 the colour of the 255 border in VOC's mask files (``seglab.data.palettes.IGNORE_COLOR``, used to *read*
 those files), was too close to CamVid's pole (192, 192, 128); a grey to CamVid's sky (128, 128, 128)."""
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -89,7 +89,20 @@ def _palette(colors) -> np.ndarray:
     return palette.astype(np.uint8)
 
 
-def _as_mask(mask, name: str = "mask") -> np.ndarray:
+def as_mask(mask, name: str = "mask") -> np.ndarray:
+    """One ground-truth mask as ``(H, W)`` int64 class indices, the layout every picture draws.
+
+    Args:
+        mask: ``(H, W)`` or ``(1, H, W)`` integer class indices (numpy array or torch tensor, any
+            device), values in ``[0, K)`` or ``ignore_index`` (not checked here).
+        name: the argument's name in error messages.
+
+    Returns:
+        ``(H, W)`` int64 numpy array (no copy when it already is one).
+
+    Raises:
+        ValueError: not 2-D (after dropping a leading 1) or not integers; the message names ``name``.
+    """
     m = _to_numpy(mask)
     if m.ndim == 3 and m.shape[0] == 1:
         m = m[0]
@@ -100,12 +113,24 @@ def _as_mask(mask, name: str = "mask") -> np.ndarray:
     return m.astype(np.int64, copy=False)
 
 
-def _as_pred(pred, name: str = "pred") -> np.ndarray:
-    """(H, W) int64 from class indices (H, W) or logits (K, H, W) (argmax over dim 0)."""
+def as_pred(pred, name: str = "pred") -> np.ndarray:
+    """One prediction as ``(H, W)`` int64 class indices: indices pass through :func:`as_mask`, logits
+    or scores ``(K, H, W)`` with K > 1 are reduced with ``argmax`` over the class dimension.
+
+    Args:
+        pred: ``(H, W)`` class indices or ``(K, H, W)`` logits (numpy or torch).
+        name: the argument's name in error messages.
+
+    Returns:
+        ``(H, W)`` int64 numpy array.
+
+    Raises:
+        ValueError: any other shape, or non-integer ``(H, W)`` values.
+    """
     p = _to_numpy(pred)
     if p.ndim == 3 and p.shape[0] > 1:
         return p.argmax(0).astype(np.int64)
-    return _as_mask(p, name)
+    return as_mask(p, name)
 
 
 def _check_same_size(mask: np.ndarray, pred: np.ndarray) -> None:
@@ -136,12 +161,11 @@ def to_rgb(image, mean: Sequence[float] | None = IMAGENET_MEAN,
         if a.ndim == 3 and a.shape[0] == 3:
             return np.ascontiguousarray(a.transpose(1, 2, 0))
     elif np.issubdtype(a.dtype, np.floating) and a.ndim == 3 and a.shape[0] in (1, 3):
-        a = a.astype(np.float32)
-        if mean is not None and std is not None:
-            a = a * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]
-        if a.shape[0] == 1:
+        if a.shape[0] == 1:  # one grey channel, normalised like the three (the statistics broadcast)
             a = np.repeat(a, 3, axis=0)
-        return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+        if mean is None or std is None:  # floats already in [0, 1]
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        return to_image(a, mean, std)  # (H, W, 3) uint8
     raise ValueError(
         f"cannot display an image of shape {a.shape} and dtype {a.dtype}: pass (H, W, 3) uint8 RGB "
         "or a (3, H, W) float tensor normalised with ImageNet mean/std (one image, not a batch)"

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from .core import IGNORE_COLOR, _as_mask, _class_legend, _figure, _image_axis, _palette, _to_numpy
+from .core import IGNORE_COLOR, as_mask, _class_legend, _figure, _image_axis, _palette, _to_numpy
 from .masks import _ignore_patch, colorize
 
 __all__ = ["plot_class_frequencies", "show_palette", "show_mask_resize"]
@@ -168,7 +168,7 @@ def show_mask_resize(mask, colors, size, *, classes: Sequence[str] | None = None
     """
     import cv2
 
-    m = _as_mask(mask)
+    m = as_mask(mask)
     colorize(m, colors, ignore_index)  # checks the values against the palette
     if m.max(initial=0) > 255:
         raise ValueError(f"mask holds {int(m.max())}: cv2 resizes uint8 masks, so values must be at most 255")

@@ -1,4 +1,5 @@
-"""Masks and predictions: ``colorize``, ``overlay``, ``error_map``, ``show_mask``, ``show_predictions``."""
+"""Masks and predictions: ``colorize``, ``overlay``, ``error_map``, ``show_mask``, ``show_predictions``, and
+the per-image scores they print (``image_scores``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from matplotlib.patches import Patch
 
 from .core import (
     IGNORE_COLOR,
-    _as_mask,
-    _as_pred,
+    as_mask,
+    as_pred,
     _aspect,
     _check_same_size,
     _class_legend,
@@ -22,18 +23,35 @@ from .core import (
     to_rgb,
 )
 
-__all__ = ["colorize", "overlay", "error_map", "show_mask", "show_predictions"]
+__all__ = ["colorize", "overlay", "error_map", "show_mask", "show_predictions", "image_scores"]
 
 _CORRECT, _WRONG = (255, 255, 255), (214, 39, 40)  # error map; ignored pixels in IGNORE_COLOR
 
 
-def _image_scores(pred: np.ndarray, mask: np.ndarray, num_classes: int, ignore_index: int = 255) -> dict:
-    """Per-image ``{"mIoU", "pixel_accuracy"}`` from ``seglab.metrics`` (fractions; nan when no labelled pixel)."""
+def image_scores(pred, mask, num_classes: int, ignore_index: int = 255) -> dict:
+    """The scores of one image, as the pictures print them: ``{"mIoU", "pixel_accuracy"}``.
+
+    Computed by ``seglab.metrics`` (``confusion_matrix``, ``mean_iou``, ``pixel_accuracy``) on this
+    image alone: classes absent from both the prediction and the ground truth are left out of the mean.
+
+    Args:
+        pred: ``(H, W)`` class indices or ``(K, H, W)`` logits (numpy or torch).
+        mask: ``(H, W)`` ground truth, values in ``[0, num_classes)`` or ``ignore_index``.
+        num_classes: K. ignore_index: ground-truth value counted nowhere.
+
+    Returns:
+        ``{"mIoU": float, "pixel_accuracy": float}``, fractions in [0, 1]; nan when no pixel is labelled.
+
+    Raises:
+        ValueError: bad shapes or dtypes (see ``as_mask`` / ``as_pred``), or sizes that differ.
+    """
     import torch
 
     from seglab.metrics import confusion_matrix, mean_iou, pixel_accuracy
 
-    cm = confusion_matrix(torch.from_numpy(pred)[None].long(), torch.from_numpy(mask)[None].long(), num_classes, ignore_index)
+    p, m = as_pred(pred), as_mask(mask)
+    _check_same_size(m, p)
+    cm = confusion_matrix(torch.from_numpy(p)[None], torch.from_numpy(m)[None], num_classes, ignore_index)
     return {"mIoU": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
 
 
@@ -57,7 +75,7 @@ def colorize(mask, colors, ignore_index: int = 255, ignore_color: Sequence[int] 
     Raises:
         ValueError: if the mask is not 2-D integer, or holds values outside ``[0, K) ∪ {ignore_index}``.
     """
-    m = _as_mask(mask)
+    m = as_mask(mask)
     palette = _palette(colors)
     valid = (m >= 0) & (m < len(palette))
     ignored = m == ignore_index
@@ -87,7 +105,7 @@ def overlay(image, mask, colors, alpha: float = 0.5, ignore_index: int = 255) ->
     image and mask sizes differ.
     """
     rgb = to_rgb(image).astype(np.float32)
-    m = _as_mask(mask)
+    m = as_mask(mask)
     if rgb.shape[:2] != m.shape:
         raise ValueError(f"image {rgb.shape[:2]} and mask {m.shape} differ in size")
     colour = colorize(m, colors, ignore_index).astype(np.float32)
@@ -102,7 +120,7 @@ def error_map(mask, pred, ignore_index: int = 255) -> np.ndarray:
     Args:
         mask: ``(H, W)`` ground truth; pred: ``(H, W)`` class indices or ``(K, H, W)`` logits.
     """
-    m, p = _as_mask(mask), _as_pred(pred)
+    m, p = as_mask(mask), as_pred(pred)
     _check_same_size(m, p)
     out = np.empty(m.shape + (3,), np.uint8)
     out[:] = _CORRECT
@@ -131,7 +149,7 @@ def show_mask(image, mask, classes: Sequence[str], colors, *, ignore_index: int 
 
     Args: see ``colorize`` / ``to_rgb``; ``classes`` are the K class names.
     """
-    rgb, m = to_rgb(image), _as_mask(mask)
+    rgb, m = to_rgb(image), as_mask(mask)
     fig = _figure(9.0, 3.0 * _aspect(m) + 0.9)
     axes = fig.subplots(1, 3)
     _image_axis(axes[0], rgb, "image")
@@ -170,14 +188,14 @@ def show_predictions(images, masks, preds, classes: Sequence[str], colors, *, ig
     if n == 0:
         raise ValueError("nothing to show: images, masks and preds are empty")
     rows = min(n, max_images)
-    fig = _figure(10.0, (2.2 * _aspect(_as_mask(masks[0], "masks[0]")) + 0.25) * rows + 1.0)
+    fig = _figure(10.0, (2.2 * _aspect(as_mask(masks[0], "masks[0]")) + 0.25) * rows + 1.0)
     axes = np.atleast_2d(fig.subplots(rows, 4))
     present: set[int] = set()
     any_ignored = False
     for i in range(rows):
-        m, p = _as_mask(masks[i], "masks[i]"), _as_pred(preds[i], "preds[i]")
+        m, p = as_mask(masks[i], "masks[i]"), as_pred(preds[i], "preds[i]")
         _check_same_size(m, p)
-        scores = _image_scores(p, m, len(classes), ignore_index)
+        scores = image_scores(p, m, len(classes), ignore_index)
         heads = ("image", "ground truth", "prediction", "errors") if i == 0 else (None,) * 4
         _image_axis(axes[i, 0], to_rgb(images[i]), heads[0])
         _image_axis(axes[i, 1], colorize(m, colors, ignore_index), heads[1])

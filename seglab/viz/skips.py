@@ -1,4 +1,5 @@
-"""Skip connections: ``compare_predictions``, ``show_feature_maps``, ``plot_trimap_curves``.
+"""Skip connections: ``compare_predictions``, ``show_feature_maps``, ``plot_trimap_curves``, and the
+per-image boundary score they print (``image_trimap_iou``).
 
 The trimap (boundary) IoU comes from ``seglab.metrics``, imported when called.
 """
@@ -11,20 +12,36 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .core import _as_mask, _as_pred, _aspect, _check_same_size, _class_legend, _figure, _image_axis, _to_numpy, to_rgb
-from .masks import _error_legend, _ignore_patch, _image_scores, colorize, error_map
+from .core import as_mask, as_pred, _aspect, _check_same_size, _class_legend, _figure, _image_axis, _to_numpy, to_rgb
+from .masks import _error_legend, _ignore_patch, image_scores, colorize, error_map
 
-__all__ = ["compare_predictions", "show_feature_maps", "plot_trimap_curves"]
+__all__ = ["compare_predictions", "show_feature_maps", "plot_trimap_curves", "image_trimap_iou"]
 
 
-def _trimap_iou(pred: np.ndarray, mask: np.ndarray, num_classes: int, band_width: int, ignore_index: int) -> float:
+def image_trimap_iou(pred, mask, num_classes: int, band_width: int, ignore_index: int = 255) -> float:
+    """Trimap mIoU of one image: the mIoU over the pixels within ``band_width`` px of a ground-truth
+    boundary (Kohli et al. 2009; Chen et al. 2018 fig. 5), as ``seglab.metrics.trimap_iou`` computes it.
+
+    Args:
+        pred: ``(H, W)`` class indices or ``(K, H, W)`` logits (numpy or torch).
+        mask: ``(H, W)`` ground truth, values in ``[0, num_classes)`` or ``ignore_index``.
+        num_classes: K. band_width: half-width of the band around boundaries, in pixels (>= 1).
+        ignore_index: ground-truth value that is neither a boundary nor counted.
+
+    Returns:
+        the band's mIoU, a fraction in [0, 1] (nan when the band holds no labelled pixel).
+
+    Raises:
+        ValueError: bad shapes or dtypes, sizes that differ, or a bad ``band_width`` (from ``seglab.metrics``).
+    """
     import torch
 
     from seglab.metrics import trimap_iou
 
-    return trimap_iou(
-        torch.from_numpy(pred)[None], torch.from_numpy(mask)[None], num_classes, band_width, ignore_index
-    )
+    p, m = as_pred(pred), as_mask(mask)
+    _check_same_size(m, p)
+    preds, target = torch.from_numpy(p)[None], torch.from_numpy(m)[None]  # (1, H, W) each
+    return float(trimap_iou(preds, target, num_classes, band_width, ignore_index))
 
 
 def _boundary_band(mask: np.ndarray, band_width: int, ignore_index: int) -> np.ndarray:
@@ -56,8 +73,8 @@ def compare_predictions(image, mask, preds: Mapping[str, object], classes: Seque
     """
     if not preds:
         raise ValueError("preds is empty: pass {model name: prediction}")
-    rgb, m = to_rgb(image), _as_mask(mask)
-    named = {name: _as_pred(p, f"preds[{name!r}]") for name, p in preds.items()}
+    rgb, m = to_rgb(image), as_mask(mask)
+    named = {name: as_pred(p, f"preds[{name!r}]") for name, p in preds.items()}
     for p in named.values():
         _check_same_size(m, p)
     ncols, nrows = 2 + len(named), 2 if show_errors else 1
@@ -68,9 +85,9 @@ def compare_predictions(image, mask, preds: Mapping[str, object], classes: Seque
     ignored = m == ignore_index
     present = set(np.unique(m[~ignored]).tolist())
     for j, (name, p) in enumerate(named.items(), start=2):
-        text = f"{name}\nmIoU {_image_scores(p, m, len(classes), ignore_index)['mIoU']:.1%}"
+        text = f"{name}\nmIoU {image_scores(p, m, len(classes), ignore_index)['mIoU']:.1%}"
         if band_width is not None:
-            text += f", trimap {_trimap_iou(p, m, len(classes), band_width, ignore_index):.1%}"
+            text += f", trimap {image_trimap_iou(p, m, len(classes), band_width, ignore_index):.1%}"
         _image_axis(axes[0, j], colorize(p, colors, ignore_index, ignore_mask=ignored), text)
         if show_errors:
             _image_axis(axes[1, j], error_map(m, p, ignore_index))
