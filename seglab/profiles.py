@@ -16,7 +16,10 @@ full image sizes, the real backbones, VOC) with its budgets cut to a handful, so
 course runs also executes on a CPU in CI: at most 2 training steps (:meth:`Profile.cap_steps`), 4
 images per dataset or evaluation (:meth:`Profile.cap_images`) and batches of 2
 (:meth:`Profile.cap_batch`). ``SEGLAB_MAX_STEPS``, ``SEGLAB_MAX_IMAGES`` and ``SEGLAB_MAX_BATCH`` set
-those caps explicitly, for any profile.
+those caps explicitly, for any profile. ``SEGLAB_SEED`` (default 0) sets ``PROFILE.seed``, the seed a notebook's
+experiments start from, so the reference runs over seeds 0, 1, 2 are one variable away; ``SEGLAB_AMP`` and
+``SEGLAB_CHANNELS_LAST`` (``auto`` | ``on`` | ``off``, default ``auto``) pass to the notebooks' ``TrainConfig``:
+``SEGLAB_AMP=off SEGLAB_CHANNELS_LAST=off`` stands for a CPU without native bf16.
 
 Usage in a notebook::
 
@@ -54,6 +57,9 @@ class Profile:
     max_images: int | None = None
     max_batch: int | None = None
     dry: bool = False
+    seed: int = 0  # SEGLAB_SEED: the seed a notebook's experiments start from (reference tables: seeds 0, 1, 2)
+    amp: str = "auto"  # SEGLAB_AMP: TrainConfig.amp for the notebooks' training (off = a CPU without native bf16)
+    channels_last: str = "auto"  # SEGLAB_CHANNELS_LAST: TrainConfig.channels_last likewise
 
     @property
     def smoke(self) -> bool:
@@ -89,7 +95,11 @@ class Profile:
         caps = [f"{value} {what}" for value, what in ((self.max_steps, "training steps"),
                 (self.max_images, "images"), (self.max_batch, "per batch")) if value is not None]
         cap = f", at most {', '.join(caps)}" if caps else ""
-        return f"profile: {'full-dry' if self.dry else self.name} ({self.reason}{cap})"
+        extra = [f"seed {self.seed}"] if self.seed else []
+        extra += [f"{name} {value}" for name, value in (("amp", self.amp), ("channels_last", self.channels_last))
+                  if value != "auto"]
+        more = f"; {', '.join(extra)}" if extra else ""
+        return f"profile: {'full-dry' if self.dry else self.name} ({self.reason}{cap}{more})"
 
 
 def _cuda_available() -> bool:
@@ -104,8 +114,9 @@ def select_profile(environ: dict | None = None, *, verbose: bool = True) -> Prof
     """The profile to run, from the environment (see the module docstring); prints it when ``verbose``.
 
     Raises:
-        ValueError: ``SEGLAB_PROFILE`` is not one of :data:`PROFILES`, or a ``SEGLAB_MAX_*`` cap is not a
-            positive integer.
+        ValueError: ``SEGLAB_PROFILE`` is not one of :data:`PROFILES`, a ``SEGLAB_MAX_*`` cap is not a
+            positive integer, ``SEGLAB_SEED`` is not a whole number, or ``SEGLAB_AMP`` /
+            ``SEGLAB_CHANNELS_LAST`` is not auto, on or off.
     """
     env = os.environ if environ is None else environ
     requested = env.get("SEGLAB_PROFILE", "").strip().lower()
@@ -119,6 +130,16 @@ def select_profile(environ: dict | None = None, *, verbose: bool = True) -> Prof
         if value is not None and (not value.isdigit() or int(value) < 1):
             raise ValueError(f"{variable} must be a positive integer, got {value!r}")
         caps[key] = int(value) if value is not None else (DRY_CAPS[key] if dry else None)
+    seed = env.get("SEGLAB_SEED") or "0"
+    if not seed.isdigit():
+        raise ValueError(f"SEGLAB_SEED must be a whole number >= 0, got {seed!r}")
+    caps["seed"] = int(seed)
+    for key in ("amp", "channels_last"):
+        variable = f"SEGLAB_{key.upper()}"
+        value = (env.get(variable) or "auto").strip().lower()
+        if value not in ("auto", "on", "off"):
+            raise ValueError(f"{variable} must be auto, on or off, got {value!r}")
+        caps[key] = value
     if dry:
         profile = Profile("full", "set by SEGLAB_PROFILE: the full settings, budgets cut to a handful", dry=True, **caps)
     elif requested:

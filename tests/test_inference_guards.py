@@ -51,7 +51,7 @@ def test_inference_options_defaults_parse_and_kwargs():
     ({"window": 0}, "--window", ">= 1"),
     ({"window": 16.5}, "--window", "whole number"),
     ({"window": True}, "--window", "whole number"),
-    ({"window_stride": 10}, "--window-stride", "at most --window"),
+    ({"window_stride": 10}, "--window-stride", "needs --window"),
     ({"window": 32, "window_stride": 40}, "--window-stride", "at most --window"),
     ({"window": 32, "window_stride": 0}, "--window-stride", ">= 1"),
     ({"crf": True, "crf_max_size": 0}, "--crf-max-size", ">= 1"),

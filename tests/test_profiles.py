@@ -52,3 +52,16 @@ def test_full_dry_is_full_with_small_caps(capsys):
 def test_bad_caps_are_refused(variable):
     with pytest.raises(ValueError, match=variable):
         select_profile({variable: "-1"}, verbose=False)
+
+
+def test_seed_and_precision_come_from_the_environment():
+    profile = select_profile({"SEGLAB_PROFILE": "laptop", "SEGLAB_SEED": "2", "SEGLAB_AMP": "off",
+                              "SEGLAB_CHANNELS_LAST": "OFF"}, verbose=False)
+    assert (profile.seed, profile.amp, profile.channels_last) == (2, "off", "off")
+    assert "seed 2" in str(profile) and "amp off" in str(profile)
+    default = select_profile({"SEGLAB_PROFILE": "laptop"}, verbose=False)
+    assert (default.seed, default.amp, default.channels_last) == (0, "auto", "auto")
+    for env, name in (({"SEGLAB_SEED": "-1"}, "SEGLAB_SEED"), ({"SEGLAB_SEED": "x"}, "SEGLAB_SEED"),
+                      ({"SEGLAB_AMP": "bf16"}, "SEGLAB_AMP"), ({"SEGLAB_CHANNELS_LAST": "yes"}, "SEGLAB_CHANNELS_LAST")):
+        with pytest.raises(ValueError, match=name):
+            select_profile(env, verbose=False)

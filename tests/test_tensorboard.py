@@ -52,6 +52,12 @@ def two_epochs(tmp_path_factory):
     return config, fit(config)
 
 
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """A prepared run (nothing trained, nothing written)."""
+    return prepare(_tiny(tmp_path_factory.mktemp("tensorboard_state") / "run"))
+
+
 def test_every_history_column_has_a_tag():
     assert set(SCALAR_TAGS) == set(SCALAR_KEYS) - {"epoch"}
     assert len(set(SCALAR_TAGS.values())) == len(SCALAR_TAGS)
@@ -83,13 +89,44 @@ def test_one_grid_per_epoch_shows_image_truth_and_the_final_prediction(two_epoch
     state = prepare(dataclasses.replace(config, tensorboard=False))
     state.model.load_state_dict(load_checkpoint(Path(config.out) / "last.pt")["model"])
     images, masks = next(iter(state.val_loader))
-    with torch.no_grad():  # one image at a time, as the logger predicts
-        preds = torch.cat([state.model.eval()(images[i:i + 1]) for i in range(len(images))]).argmax(1)
+    preds = [_predict(state, image) for image in images]
     expected = prediction_grid(images, masks, preds, state.colors).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(picture, expected)
     tile = picture[2:66, 2 + 66:66 + 66]  # row 1, column 2: the ground truth in the dataset's palette
     np.testing.assert_array_equal(tile, colorize(masks[0], state.colors))
     np.testing.assert_array_equal(picture[2:66, 2:66], to_rgb(images[0]))
+
+
+def _predict(state, image: torch.Tensor) -> torch.Tensor:
+    """``(H, W)`` classes of one ``(C, H, W)`` image in the run's precision and memory format (as fit scores)."""
+    layout = torch.channels_last if state.channels_last else torch.contiguous_format
+    batch = image[None].contiguous(memory_format=layout)
+    with torch.no_grad(), torch.autocast("cpu", dtype=state.amp_dtype, enabled=state.amp_dtype is not None):
+        return state.model.eval()(batch)[0].float().argmax(0)
+
+
+class _Stripes(torch.nn.Module):
+    """Logits of 4 classes in vertical stripes: class ``4 * x // W`` at column x, whatever the image."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        width = images.shape[-1]
+        classes = (torch.arange(width) * 4 // width).expand(images.shape[0], images.shape[-2], width)
+        return torch.nn.functional.one_hot(classes, 4).permute(0, 3, 1, 2).float()  # (N, 4, H, W)
+
+
+def test_the_grid_shows_the_models_prediction(state, tmp_path):
+    striped = dataclasses.replace(state, model=_Stripes(), config=dataclasses.replace(state.config, out=str(tmp_path)))
+    with TensorBoardLogger(striped, num_images=2) as logger:
+        logger({"epoch": 3}, [])
+    (grid,) = _events(tmp_path).Images("val/predictions")
+    picture = np.asarray(Image.open(io.BytesIO(grid.encoded_image_string)).convert("RGB"))
+    assert (grid.step, picture.shape) == (3, (2 * 66 + 2, 3 * 66 + 2, 3))
+    stripes = (torch.arange(64) * 4 // 64).expand(64, 64)
+    for row, (image, mask) in enumerate(logger.samples):
+        top = 2 + 66 * row
+        np.testing.assert_array_equal(picture[top:top + 64, 134:198], colorize(stripes, state.colors,
+                                                                               ignore_mask=mask == 255))  # fmt: skip
+    assert len(set(map(tuple, picture[2, 134:198]))) == 4  # four colours: the prediction, not the ground truth
 
 
 def test_resume_purges_the_epoch_logged_after_last_pt(tmp_path, monkeypatch):
@@ -154,14 +191,9 @@ def test_missing_package_fails_before_training_with_the_extra(tmp_path, monkeypa
     assert '".[tensorboard]"' in lines[0] and not (tmp_path / "cli").exists()
 
 
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    return prepare(_tiny(tmp_path_factory.mktemp("tensorboard_state") / "run"))
-
-
 def test_a_rank_other_than_0_writes_nothing(state):
     other = dataclasses.replace(state, dist=DistInfo(rank=1, world_size=2))
-    record = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_mIoU": 0.5, "val_iou_per_class": [0.5] * 4, "lr": 1e-3}
+    record = {"epoch": 1, "train_loss": 1.0, "val_mIoU": 0.5, "val_iou_per_class": [0.5] * 4, "lr": 1e-3}
     with TensorBoardLogger(other) as logger:
         logger(record, [record])
     assert logger.writer is None and not Path(state.config.out, "tensorboard").exists()
