@@ -11,3 +11,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # run with notebooks/ as their working directory, so hand them the absolute path.
 if os.environ.get("SEGLAB_DATA") and not Path(os.environ["SEGLAB_DATA"]).is_absolute():
     os.environ["SEGLAB_DATA"] = str(Path(os.environ["SEGLAB_DATA"]).resolve())
+
+# `pytest` runs two xdist workers (pyproject's addopts: -n 2 --dist loadfile) on a 2-core CPU: one math thread
+# each, for the tests and for the notebook kernels they start (torch's threads collapse when oversubscribed).
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or os.environ.get("PYTEST_XDIST_WORKER"):
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
+        import sys
+
+        if "torch" in sys.modules:  # imported before this hook ran: set its pool directly
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -371,7 +371,7 @@ def _oracle(name: str, value) -> bool:
         return is_num and 0 <= value < 1
     if name == "optimizer":
         return value in ("adamw", "sgd")
-    if name in ("resume", "progress", "verbose", "deterministic", "compile", "detect_anomaly", "tensorboard"):
+    if name in ("resume", "progress", "verbose", "deterministic", "compile", "detect_anomaly", "tensorboard", "overwrite"):
         return isinstance(value, bool)
     return None  # not stated here
 

@@ -61,9 +61,13 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_dead_owner_never_block
 def test_fit_twice_in_one_process_and_after_an_exception(tmp_path):
     out = str(tmp_path / "run")
     fit(replace(TINY, out=out))
-    fit(replace(TINY, out=out))  # a notebook re-running its training cell
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):  # an earlier run is never replaced silently
+        fit(replace(TINY, out=out))
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    fit(replace(TINY, out=out, overwrite=True))  # a notebook re-running its training cell, on purpose
     with pytest.raises(FileNotFoundError):
-        fit(replace(TINY, out=out, dataset="camvid", data_root=str(tmp_path / "no_camvid")))
+        fit(replace(TINY, out=out, dataset="camvid", data_root=str(tmp_path / "no_camvid"), overwrite=True))
     fit(replace(TINY, out=out, epochs=2, resume=True))  # the lock was released by the exception
     with run_folder_lock(out):  # the same process holding it elsewhere (e.g. a fit inside a callback)
         with pytest.raises(RunFolderLocked):
@@ -71,6 +75,16 @@ def test_fit_twice_in_one_process_and_after_an_exception(tmp_path):
     with pytest.raises(NotADirectoryError, match="is a file"):
         with run_folder_lock(tmp_path / "run" / "last.pt"):
             pass
+
+
+def test_a_run_never_replaces_its_own_backbone_weights(tmp_path):
+    out = tmp_path / "run"
+    fit(replace(TINY, out=str(out)))
+    before = (out / "best.pt").read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="best.pt"):
+            fit(replace(TINY, out=str(out), weights_backbone=str(out / "best.pt"), overwrite=overwrite))
+    assert (out / "best.pt").read_bytes() == before
 
 
 def test_diverged_model_is_never_saved(tmp_path, capsys):

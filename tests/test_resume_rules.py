@@ -65,7 +65,7 @@ _OTHER = {
     "sync_batchnorm": False, "seed": 1, "epochs": 5, "lr": 1e-3, "data_root": "/elsewhere", "val_batch_size": 2,
     "num_workers": 1, "device": "auto", "amp": "on", "channels_last": "on", "compile": True, "deterministic": True,
     "detect_anomaly": True, "dist_backend": "gloo", "dist_timeout": 60.0, "out": "/elsewhere/run", "resume": True,
-    "log_every": 5, "progress": True, "verbose": True, "tensorboard": True,
+    "log_every": 5, "progress": True, "verbose": True, "tensorboard": True, "overwrite": True,
 }
 
 

@@ -87,6 +87,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
     verbose: bool = True  # print one line per epoch
     tensorboard: bool = False  # also log to out/tensorboard/ (seglab.engine.tensorboard; the [tensorboard] extra)
+    overwrite: bool = False  # replace an earlier run in out (else refused: resume it, or choose another out)
 
     def __post_init__(self) -> None:
         # booleans from older configs / checkpoints: True = "auto", False = "off"

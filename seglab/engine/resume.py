@@ -43,7 +43,7 @@ APPLIED = frozenset({"epochs", "lr"})
 FREE = frozenset({
     "data_root", "val_batch_size", "num_workers", "device", "amp", "channels_last", "compile", "deterministic",
     "detect_anomaly", "dist_backend", "dist_timeout", "out", "resume", "log_every", "progress", "verbose",
-    "tensorboard",
+    "tensorboard", "overwrite",
 })
 _FLAGS = {"dataset_kwargs": "--classes"}  # the CLI flag of a field, where it is not --<field-name>
 

@@ -33,7 +33,7 @@ from seglab.engine.history import plot_curves, write_history
 from seglab.engine.resume import check_resume, resume
 from seglab.engine.state import RunState, epoch_seed, evaluate_state, prepare, train_steps
 from seglab.engine.tensorboard import TensorBoardLogger, require_tensorboard
-from seglab.files import atomic_write_bytes, remove_stale_tmp, run_folder_lock
+from seglab.files import atomic_write_bytes, check_target, remove_stale_tmp, run_folder_lock
 
 __all__ = ["fit", "Callback", "epoch_seed"]
 
@@ -81,8 +81,21 @@ def fit(config: TrainConfig, *, callbacks: Iterable[Callback] = ()) -> list[dict
             return _fit(config, callbacks, dist_info)
 
 
+def _check_earlier_run(config: TrainConfig) -> None:
+    """Refuse to replace an earlier run in ``config.out`` without ``overwrite`` (or ``resume``), and a
+    ``weights_backbone`` file that this run would replace (one of its own checkpoints), before any work."""
+    out = Path(config.out)
+    if config.weights_backbone and Path(config.weights_backbone).is_file():
+        for name in ("last.pt", "best.pt"):  # the run's own outputs may not be its input, even with overwrite
+            check_target(out / name, overwrite=True, inputs=[config.weights_backbone], what="--out")
+    if not config.resume and not config.overwrite and (out / "last.pt").exists():
+        raise FileExistsError(f"{out} already holds a run ({out / 'last.pt'}): pass --resume to continue it, "
+                              f"--overwrite to replace it, or another --out")
+
+
 def _fit(config: TrainConfig, callbacks: Iterable[Callback], dist_info: DistInfo) -> list[dict]:
     out, main = Path(config.out), dist_info.is_main
+    _check_earlier_run(config)
     if config.resume:  # what may not change is refused before anything is built
         checkpoint = load_checkpoint(out / "last.pt", map_location=dist_info.device)
         check_resume(checkpoint, config, path=out / "last.pt", world_size=dist_info.world_size)
@@ -95,7 +108,7 @@ def _fit(config: TrainConfig, callbacks: Iterable[Callback], dist_info: DistInfo
             print(f"resumed from {out / 'last.pt'} at epoch {state.epoch} (best val mIoU {best:.4f})"
                   + "".join(f"; {k} {old!r} -> {new!r}" for k, (old, new) in changed.items()), flush=True)
     elif (out / "last.pt").exists() and config.verbose and main:
-        print(f"note: {out} already holds a run; it will be overwritten (pass --resume to continue it)")
+        print(f"note: --overwrite: the earlier run in {out} is replaced epoch by epoch")
     if main:
         atomic_write_bytes(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
     elapsed = history[-1].get("elapsed", 0.0) if history else 0.0
