@@ -33,10 +33,8 @@ import io
 import json
 import os
 import re
-import resource
 import shutil
 import socket
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,6 +44,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+
+from _helpers import address_space_cap
 
 from seglab.cli import main
 
@@ -81,24 +81,15 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module", autouse=True)
 def memory_cap_and_report():
     """Cap the address space at its current size + 3 GiB for this module; report examples and seconds."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the memory cap needs Linux's RLIMIT_AS and /proc")
     import importlib
 
     for name in ("torch", "seglab.engine", "seglab.predict", "seglab.export", "seglab.data", "seglab.crf", "onnx",
                  "onnxscript", "onnxruntime"):  # what the commands load, mapped before the size is measured
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[0]) * resource.getpagesize()
-    old = resource.getrlimit(resource.RLIMIT_AS)
-    cap = current + 3 * 2**30
-    resource.setrlimit(resource.RLIMIT_AS, (cap if old[1] == resource.RLIM_INFINITY else min(cap, old[1]), old[1]))
     start = time.perf_counter()
-    try:
+    with address_space_cap(3 * 2**30):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, old)
         commands = sorted({command for command, _ in EXAMPLES})
         print(f"\nseglab CLI fuzz: {sum(EXAMPLES.values())} examples in {time.perf_counter() - start:.1f} s; "
               + "; ".join(f"{c}: {sum(n for (k, _), n in EXAMPLES.items() if k == c)} examples "

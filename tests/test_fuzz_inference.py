@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import resource
-import sys
 import time
 from collections import Counter
 
@@ -23,6 +21,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from _helpers import address_space_cap
 
 import seglab.crf as crf
 import seglab.inference as inference
@@ -38,18 +38,9 @@ CONSTANTS = {"MAX_TTA_SCALE", "MAX_PIXELS", "MAX_WINDOWS", "IMAGENET_MEAN", "IMA
 @pytest.fixture(scope="module", autouse=True)
 def memory_cap():
     """Cap the address space at its current size + 4 GiB for this module; report examples and seconds."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the memory cap needs Linux's RLIMIT_AS and /proc")
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[0]) * resource.getpagesize()
-    old = resource.getrlimit(resource.RLIMIT_AS)
-    cap = current + 4 * 2**30
-    resource.setrlimit(resource.RLIMIT_AS, (cap if old[1] == resource.RLIM_INFINITY else min(cap, old[1]), old[1]))
     start = time.perf_counter()
-    try:
+    with address_space_cap(4 * 2**30):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, old)
         print(f"\nseglab.inference + seglab.crf fuzz: {sum(EXAMPLES.values())} examples ({sum(ACCEPTED.values())} "
               f"returned a result, the others refused) in {time.perf_counter() - start:.1f} s; per function (run, "
               "returned): " + ", ".join(f"{name} ({n}, {ACCEPTED[name]})" for name, n in EXAMPLES.items()))

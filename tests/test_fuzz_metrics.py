@@ -11,8 +11,6 @@ example instead of the machine. ``pytest tests/test_fuzz_metrics.py -s`` prints 
 from __future__ import annotations
 
 import math
-import resource
-import sys
 import time
 from collections import Counter
 
@@ -22,6 +20,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+from _helpers import address_space_cap
 
 import seglab.metrics as metrics
 
@@ -37,18 +37,9 @@ FUZZ = settings(max_examples=120, deadline=None, database=None,
 @pytest.fixture(scope="module", autouse=True)
 def memory_cap():
     """Cap the address space at its current size + 3 GiB for this module; report examples and seconds."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the memory cap needs Linux's RLIMIT_AS and /proc")
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[0]) * resource.getpagesize()
-    old = resource.getrlimit(resource.RLIMIT_AS)
-    cap = current + 3 * 2**30
-    resource.setrlimit(resource.RLIMIT_AS, (cap if old[1] == resource.RLIM_INFINITY else min(cap, old[1]), old[1]))
     start = time.perf_counter()
-    try:
+    with address_space_cap(3 * 2**30):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, old)
         print(f"\nseglab.metrics fuzz: {sum(EXAMPLES.values())} examples ({sum(ACCEPTED.values())} returned a result, "
               f"the others refused) in {time.perf_counter() - start:.1f} s; per function (run, returned): "
               + ", ".join(f"{name} ({n}, {ACCEPTED[name]})" for name, n in EXAMPLES.items()))  # fmt: skip
