@@ -31,9 +31,9 @@ from seglab.files import (  # moved to seglab.files; importable from here as bef
     LOCK_NAME, RunFolderLocked, atomic_write_bytes, current_umask, remove_stale_tmp, run_folder_lock,
 )
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_history", "load_model", "atomic_write_bytes",
-           "write_history", "plot_curves", "rng_state", "set_rng_state", "run_folder_lock", "RunFolderLocked",
-           "remove_stale_tmp", "check_finite_model", "check_finite_gradients", "nonfinite_tensors", "current_umask"]
+# Its own public names. The re-exported ones above stay importable from here (their home before the split)
+# but are not part of this module's interface.
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "rng_state", "set_rng_state"]
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
