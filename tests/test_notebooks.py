@@ -90,7 +90,7 @@ _FORCED_PRECISION = re.compile(r"\b(amp_dtype|AMP_DTYPE)\s*=\s*torch\.(bfloat16|
 
 
 def _trains(code: str) -> bool:
-    return bool(re.search(r"\btrain_one_epoch\(|\bfit\(", code))
+    return bool(re.search(r"\btrain_one_epoch\(|\bfit\(|\btrain_steps\(", code))
 
 
 @pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
