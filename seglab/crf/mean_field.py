@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from seglab.crf.filters import MAX_EXACT_PIXELS, _exact_filter, _separable_filter, crf_features
 from seglab.crf.grid import DEFAULT_MAX_CELLS, DEFAULT_PASSES, MAX_PASSES, BilateralGrid
 from seglab.crf.inputs import check_count, check_number, check_rgb, check_sigma, check_tensor, check_weight, work_dtype
+from seglab.crf.lattice import PermutohedralLattice
 from seglab.crf.memory import check_crf_memory, reduced_size
 
 __all__ = ["dense_crf", "mean_field_step", "check_default_crf_memory", "MAX_ITERATIONS"]
 
 #: The most mean-field iterations ``dense_crf`` runs (DeepLab uses 10; it converges in a few).
 MAX_ITERATIONS = 100
-_METHODS = ("exact", "fast")
+_METHODS = ("exact", "fast", "lattice")
 _NORMALIZATIONS = ("symmetric", "none")
 
 
@@ -36,14 +37,16 @@ def _checked(logits, images, method, sigmas: dict, weights: dict, method_kwargs:
     if images.device != logits.device:
         raise ValueError(f"logits are on {logits.device} and images on {images.device}: move both to one device")
     if method not in _METHODS:
-        raise ValueError(f"method={method!r} is not one of {_METHODS}")
+        hint = " (the permutohedral lattice is method='lattice')" if method == "permutohedral" else ""
+        raise ValueError(f"method={method!r} is not one of {_METHODS}{hint}")
     options = {name: check_sigma(name, value) for name, value in sigmas.items()}
     options.update({name: check_weight(name, value) for name, value in weights.items()})
     allowed = {"normalization", "passes", "max_cells"} if method == "fast" else {"normalization"}
     unknown = set(method_kwargs) - allowed
     if unknown:
-        raise ValueError(f"method={method!r} takes no option(s) {sorted(unknown)} (both: normalization; "
-                         "fast: passes, max_cells)")
+        raise ValueError(f"method={method!r} takes no option(s) {sorted(unknown)} (got "
+                         f"{', '.join(f'{name}={method_kwargs[name]!r}' for name in sorted(unknown))}; every method: "
+                         "normalization; fast: passes, max_cells)")
     normalization = method_kwargs.get("normalization", "symmetric")
     if normalization not in _NORMALIZATIONS:
         raise ValueError(f"normalization must be 'symmetric' (densecrf's default) or 'none' (the paper's sums), "
@@ -62,10 +65,23 @@ def _checked(logits, images, method, sigmas: dict, weights: dict, method_kwargs:
 
 class _Messages:
     """``m = sum_kernels w sum_{j != i} k(f_i, f_j) Q_j`` (normalised) for one image: the filters, the self
-    weights and the symmetric normalisers are built once and reused at every iteration."""
+    weights and the symmetric normalisers are built once and reused at every iteration.
+
+    ``"exact"`` and ``"fast"`` take ``(1, K, H, W)`` marginals; ``"lattice"`` takes them as ``(H W, K)`` (pixels
+    major: what its sparse products read), see :meth:`to_layout` / :meth:`from_layout`."""
 
     def __init__(self, images: torch.Tensor, method: str, dtype: torch.dtype, options: dict) -> None:
         self.normalization, self.kernels = options["normalization"], []
+        self.flat, self.size = method == "lattice", tuple(images.shape[2:])
+        if self.flat:  # both kernels on a permutohedral lattice, features in densecrf's order (x, y[, r, g, b])
+            bilateral = (options["sxy_bilateral"], options["srgb_bilateral"])
+            for weight, sigmas in ((options["compat_gaussian"], (options["sxy_gaussian"],)),
+                                   (options["compat_bilateral"], bilateral)):
+                if weight:
+                    f = crf_features(images, *sigmas).to(dtype)
+                    lattice = PermutohedralLattice(torch.cat([f[:, 1:2], f[:, :1], f[:, 2:]], dim=1)).images[0]
+                    self._add(weight, lattice.filter, lattice.self_weight, images, dtype)
+            return
         if options["compat_gaussian"]:
             if method == "exact":
                 smooth = crf_features(images, options["sxy_gaussian"]).to(dtype)
@@ -85,10 +101,15 @@ class _Messages:
         scale = None
         if self.normalization == "symmetric":  # d^-1/2, d_i = sum_j k_ij with the self term (densecrf)
             ones = torch.ones(1, 1, *images.shape[2:], dtype=dtype, device=images.device)
-            scale = filter_fn(ones).clamp_min(1e-20).rsqrt()  # (1, 1, H, W)
+            scale = filter_fn(self.to_layout(ones)).clamp_min(1e-20).rsqrt()  # (1, 1, H, W) or (H W, 1)
         self.kernels.append((weight, filter_fn, self_weight, scale))
+        if self.flat:  # the lattice's self terms, all kernels at once: sum_kernels w self_i (d_i^-1/2)^2
+            own = weight * self_weight * (1 if scale is None else scale.square())
+            self.own = own if len(self.kernels) == 1 else self.own + own
 
     def __call__(self, q: torch.Tensor) -> torch.Tensor | None:
+        if self.flat:
+            return self._lattice_messages(q)
         m = None
         for weight, filter_fn, self_weight, scale in self.kernels:
             if scale is None:  # the paper's plain sums over j != i
@@ -99,11 +120,36 @@ class _Messages:
             m = weight * message if m is None else m.add_(message, alpha=weight)
         return m
 
+    def _lattice_messages(self, q: torch.Tensor) -> torch.Tensor | None:
+        """The same sum for ``(H W, K)`` marginals, in fewer passes over them: each kernel's filtered (scaled)
+        marginals added with their weights, then all self terms at once; clamped at 0, since the lattice's
+        self weight (exact inside the data) is a little too large at its edges."""
+        m = None
+        for weight, filter_fn, _, scale in self.kernels:
+            if scale is None:
+                m = weight * filter_fn(q) if m is None else m.add_(filter_fn(q), alpha=weight)
+            else:
+                filtered = filter_fn(q * scale)
+                m = torch.mul(filtered, scale).mul_(weight) if m is None else m.addcmul_(filtered, scale, value=weight)
+        return None if m is None else m.addcmul_(q, self.own, value=-1).clamp_min_(0)
 
-def _update(unary: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
-    """Potts compatibility transform and local update: ``softmax(-U - (sum_l' m(l') - m(l)))``."""
+    def to_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1, C, H, W)`` -> the layout the filters take: itself, or ``(H W, C)`` for the lattice."""
+        return x.flatten(2)[0].T.contiguous() if self.flat else x
+
+    def from_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_layout`: ``(1, C, H, W)``."""
+        return x.T.reshape(1, x.shape[1], *self.size) if self.flat else x
+
+
+def _update(unary: torch.Tensor, m: torch.Tensor | None, flat: bool = False) -> torch.Tensor:
+    """Potts compatibility transform and local update: ``softmax(-U - (sum_l' m(l') - m(l)))``; ``flat``
+    (the lattice's ``(H W, K)`` layout, a fresh ``m``): as ``softmax(m - U)``, the same (the sum over ``l'`` is
+    the same for every label), in one pass less."""
     if m is None:  # both weights 0
         return torch.softmax(-unary, dim=1)
+    if flat:
+        return torch.softmax(m.sub_(unary), dim=1)
     pairwise = m.sum(dim=1, keepdim=True) - m  # Potts: mu(l, l') = [l != l']
     return torch.softmax(-unary - pairwise, dim=1)
 
@@ -143,9 +189,10 @@ def mean_field_step(
     out = torch.empty(logits.shape, dtype=dtype, device=logits.device)
     with torch.autocast(logits.device.type, enabled=False):  # float32 (or 64) even inside an autocast region
         for index in range(logits.shape[0]):
-            unary = -torch.log_softmax(logits[index:index + 1].to(dtype), dim=1)
             messages = _Messages(images[index:index + 1], method, dtype, options)
-            out[index:index + 1] = _update(unary, messages(q[index:index + 1].to(dtype)))
+            unary = messages.to_layout(-torch.log_softmax(logits[index:index + 1].to(dtype), dim=1))
+            new = _update(unary, messages(messages.to_layout(q[index:index + 1].to(dtype))), messages.flat)
+            out[index:index + 1] = messages.from_layout(new)
     return out
 
 
@@ -161,8 +208,9 @@ def dense_crf(
     Args:
         logits: ``(N, K, H, W)`` float logits at the image resolution (unary ``-log softmax(logits)``), finite.
         images: ``(N, 3, H, W)`` RGB in [0, 255]: uint8, integer or float (*not* ImageNet-normalised).
-        method: ``"fast"`` (separable Gaussian + bilateral grid, any size) or ``"exact"`` (all pixel pairs,
-            at most :data:`MAX_EXACT_PIXELS` pixels).
+        method: ``"fast"`` (separable Gaussian + bilateral grid, any size), ``"lattice"`` (both kernels on a
+            permutohedral lattice, as densecrf: 5-11 times faster than ``"fast"`` at 480x360, a little
+            less accurate) or ``"exact"`` (all pixel pairs, at most :data:`MAX_EXACT_PIXELS` pixels).
         num_iterations: mean-field updates, 0 to :data:`MAX_ITERATIONS` (0 returns ``log_softmax(logits)``).
         sxy_gaussian, compat_gaussian: smoothness kernel's sigma (pixels) and Potts weight ``w_g``.
         sxy_bilateral, srgb_bilateral, compat_bilateral: appearance kernel's position sigma (pixels), colour
@@ -190,7 +238,8 @@ def dense_crf(
         ValueError: empty tensors (N, K, H or W = 0), integer/bool logits, non-finite logits, images that are
             not RGB in [0, 255], shapes that do not match (named in the message), a parameter that is not a
             finite number in range, an unknown method or keyword, too many pixels for ``"exact"``, a grid over
-            ``max_cells`` or an estimated memory over ``max_bytes`` (with the ``--crf-max-size`` that fits).
+            ``max_cells``, lattice keys over 62 bits (features spread over thousands of sigmas), or an
+            estimated memory over ``max_bytes`` (with the ``--crf-max-size`` that fits).
     """
     options = _checked(logits, images, method,
                        dict(sxy_gaussian=sxy_gaussian, sxy_bilateral=sxy_bilateral, srgb_bilateral=srgb_bilateral),
@@ -214,12 +263,15 @@ def dense_crf(
         out = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
         for index in range(n):  # images do not interact: one at a time bounds the memory
             unary = -torch.log_softmax(logits[index:index + 1].to(dtype), dim=1)  # (1, K, h, w)
+            if not num_iterations:
+                out[index:index + 1] = torch.log(torch.softmax(-unary, dim=1).clamp_min(torch.finfo(dtype).tiny))
+                continue
+            messages = _Messages(images[index:index + 1], method, dtype, options)
+            unary = messages.to_layout(unary)  # (1, K, h, w), or (h w, K) for the lattice
             q = torch.softmax(-unary, dim=1)
-            if num_iterations:
-                messages = _Messages(images[index:index + 1], method, dtype, options)
-                for _ in range(num_iterations):
-                    q = _update(unary, messages(q))
-            out[index:index + 1] = torch.log(q.clamp_min(torch.finfo(dtype).tiny))
+            for _ in range(num_iterations):
+                q = _update(unary, messages(q), messages.flat)
+            out[index:index + 1] = messages.from_layout(torch.log(q.clamp_min(torch.finfo(dtype).tiny)))
     if size != (height, width):
         out = _upsample_log_marginals(out, (height, width))
     return out

@@ -11,9 +11,18 @@ runs on; ``s`` bytes a float: 4, or 8 for float64 logits):
   float32: 2 x 32 entries, an int32 index and a value each), then the larger of building them (sorting the
   ``32 P`` entries: ``(640 + 100 s) P``) and the mean field (``16 K P s``, plus the grid's ``cells x K``
   values three times while it is blurred);
+- ``"lattice"``: each kernel's permutohedral lattice (``seglab.crf.lattice``; D = 5 features for the appearance
+  kernel, 2 for the smoothness kernel), kept while the mean field runs: ``2 (D + 1) (4 + s) P + 3 s P`` bytes
+  (splat and slice matrices, self weights and normalisers: **120 + 48 bytes a pixel** for the two kernels in
+  float32) plus ``4 (2 D + 3)`` bytes per lattice point (CSR rows, int32 neighbours), the number of points
+  bounded by ``(D + 1) P`` and, for the appearance kernel, by the lattice points in the features' bounding box;
+  then the larger of building one (``(D + 1) (72 + 3 s) P``: int64 keys, sorted copies, order, inverse) and the
+  mean field (``16 K P s``, the lattice's values included: at most ``3 K P s``);
 - ``"exact"``: the ``P x P`` kernel matrix (three copies while it is built) and the mean field.
 
-Measured peak resident memory against this estimate (CPU, float32, 2-thread torch; tests/test_crf_guards.py
+Measured peak resident memory of ``"lattice"`` (one thread, float32; tests/test_crf_lattice.py checks one size
+in a fresh process): 480x360 CamVid K=11 132 MiB (803 bytes a pixel), K=21 205 MiB; 320x240 random colours
+K=2 42 MiB, K=21 88 MiB. Measured for ``"fast"`` (CPU, float32, 2-thread torch; tests/test_crf_guards.py
 checks one size in a fresh process): 375x500 K=21 358 MiB (estimate 1.06x + fixed cost), K=2 238 MiB
 (1.17x); 600x800 K=21 816 MiB (1.17x); 1000x1400 K=3 1.6 GiB (1.27x). Before this estimate existed the
 grid's build alone took about 3.2 KB a pixel (a ``(P, 32, 5)`` int64 corner tensor and its products); now
@@ -28,6 +37,7 @@ import numbers
 import torch
 
 from seglab.crf.grid import DEFAULT_MAX_CELLS, DEFAULT_PASSES, MAX_PASSES, grid_dims
+from seglab.crf.lattice import lattice_volume
 from seglab.crf.inputs import check_count, check_number, check_sigma
 
 __all__ = ["DEFAULT_MAX_BYTES", "crf_memory_bytes", "largest_crf_size", "check_crf_memory", "reduced_size"]
@@ -36,7 +46,7 @@ __all__ = ["DEFAULT_MAX_BYTES", "crf_memory_bytes", "largest_crf_size", "check_c
 #: about 0.6 GiB (estimated); larger photos need ``max_size`` (the CLI's ``--crf-max-size``), e.g. 984 px.
 DEFAULT_MAX_BYTES = 2 * 2**30
 _OVERHEAD = 64 * 2**20  # paid once whatever the size: kernels and libraries loaded on first use, allocator slack
-_METHODS = ("exact", "fast")
+_METHODS = ("exact", "fast", "lattice")
 
 
 def reduced_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
@@ -62,10 +72,23 @@ def _estimate(height: int, width: int, k: int, batch: int, method: str, sxy_bila
     mean_field = 16 * k * pixels * s
     if method == "exact":
         return _OVERHEAD + outputs + 3 * pixels * pixels * s + mean_field
+    if method == "lattice":
+        extents = [(height - 1) / sxy_bilateral, (width - 1) / sxy_bilateral, *(r / srgb_bilateral for r in ranges)]
+        kept = 0
+        for d, points in ((5, _lattice_points(extents, pixels)), (2, 3 * pixels)):
+            kept += 2 * (d + 1) * (4 + s) * pixels + 3 * s * pixels + 4 * (2 * d + 3) * (points + 1)
+        return _OVERHEAD + outputs + kept + max(6 * (72 + 3 * s) * pixels, mean_field)
     cells, _ = _grid_cells(height, width, sxy_bilateral, srgb_bilateral, passes, ranges)
     kept = 64 * (4 + s) * pixels  # splat + slice: 2 x 32 entries a pixel, an int32 index and a value each
     build = (640 + 100 * s) * pixels  # sorting the 32 P entries to transpose the slice matrix
     return _OVERHEAD + outputs + kept + max(build, mean_field + 3 * cells * k * s)
+
+
+def _lattice_points(extents: list[float], pixels: int) -> int:
+    """At most how many points a 5-D lattice over features spanning ``extents`` (sigmas) has: ``(D + 1) P``, and
+    the lattice points in the bounding box grown by two lattice steps a side (a pixel's vertices lie within one)."""
+    volume = math.prod(extent + 4 for extent in extents) / lattice_volume(len(extents))
+    return int(min(6 * pixels, volume))
 
 
 def _checked(height, width, num_classes, batch, method, sxy_bilateral, srgb_bilateral, passes, color_range,
@@ -99,7 +122,7 @@ def crf_memory_bytes(
 
     Args:
         height, width, num_classes, batch: sizes, each >= 1.
-        method: ``"fast"`` or ``"exact"``.
+        method: ``"fast"``, ``"lattice"`` or ``"exact"``.
         sxy_bilateral, srgb_bilateral, passes: as ``dense_crf`` (they set the bilateral grid's cells).
         color_range: the range (max - min, RGB levels 0-255) of each colour channel, one number or three;
             255, the default, is the worst case.
@@ -137,7 +160,7 @@ def _largest(args: tuple, max_bytes: float, max_cells: int) -> int | None:
         h, w = reduced_size(height, width, size)
         if _estimate(h, w, k, batch, method, sxy, srgb, passes, ranges, s, (h, w) != (height, width)) > max_bytes:
             return False
-        return method == "exact" or _grid_cells(h, w, sxy, srgb, passes, ranges)[0] <= max_cells
+        return method != "fast" or _grid_cells(h, w, sxy, srgb, passes, ranges)[0] <= max_cells
 
     if not fits(1):
         return None
