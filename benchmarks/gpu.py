@@ -11,7 +11,7 @@ What is measured (GPU mode; the CPU smoke runs the same code at toy sizes):
 
 1. Training images/s and peak memory (``torch.cuda.max_memory_allocated``) at crop 513, batch 8, 21
    classes, random inputs already on the device: **seglab's** ``train_one_epoch`` (DeepLabV3-R50 at output stride 8, the
-   like-for-like model, and DeepLabV3+-R50) against **torchvision's** ``deeplabv3_resnet50`` (aux head
+   like-for-like model, DeepLabV3+-R50, and the real-time DDRNet-23-slim / DDRNet-23 and FastFCN-R50) against **torchvision's** ``deeplabv3_resnet50`` (aux head
    on) driven by the loop of torchvision's reference script (``references/segmentation/train.py``:
    fp32, or fp16 autocast + GradScaler, ``loss.item()`` every step), same process, same batch. seglab
    rows: fp32; bf16 autocast; fp16 + GradScaler; bf16 + channels_last with cudnn.benchmark off and on;
@@ -76,13 +76,14 @@ def _peak_gib(device: torch.device) -> float:
 
 def seglab_row(name: str, model_name: str, size: int, batch: int, steps: int, warmup: int, device, *,
                amp_dtype=None, channels_last=False, cudnn_benchmark=True, compile=False, ddp=False,
-               output_stride: int | None = None) -> dict:
-    """images/s of seglab's train_one_epoch on ``steps`` batches of random device tensors."""
+               output_stride: int | None = None, backbone: str | None = "resnet50") -> dict:
+    """images/s of seglab's train_one_epoch on ``steps`` batches of random device tensors (``backbone=None``: the
+    model's own, for DDRNet)."""
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.manual_seed(0)
     _peak_reset(device)
     extra = {} if output_stride is None else {"output_stride": output_stride}
-    model = build_model(model_name, NUM_CLASSES, backbone="resnet50", **extra).to(device)
+    model = build_model(model_name, NUM_CLASSES, backbone=backbone, **extra).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_model = model
@@ -321,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
          dict(amp_dtype=half, channels_last=True, ddp=True)),
         ("seglab deeplabv3plus R50 (OS 16) fp32", "deeplabv3plus", {}),
         ("seglab deeplabv3plus R50 (OS 16) bf16 + channels_last", "deeplabv3plus", dict(amp_dtype=half, channels_last=True)),
+        # real time (issue 22): DDRNet's two branches; FastFCN's JPU on an OS-32 R50 (compare with deeplabv3 OS 8)
+        ("seglab ddrnet23_slim fp32", "ddrnet23_slim", dict(backbone=None)),
+        ("seglab ddrnet23_slim bf16 + channels_last", "ddrnet23_slim", dict(amp_dtype=half, channels_last=True, backbone=None)),
+        ("seglab ddrnet23 bf16 + channels_last", "ddrnet23", dict(amp_dtype=half, channels_last=True, backbone=None)),
+        ("seglab fastfcn R50 (OS 32 + JPU) fp32", "fastfcn", {}),
+        ("seglab fastfcn R50 (OS 32 + JPU) bf16 + channels_last", "fastfcn", dict(amp_dtype=half, channels_last=True)),
     ]
     flops = {}
     for entry in plan:

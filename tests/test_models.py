@@ -55,7 +55,8 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def test_list_models():
     assert list_models() == ["fcn32s", "fcn16s", "fcn8s", "unet", "deeplabv3", "deeplabv3plus", "fcn_dilated",
-                             "pspnet", "deeplabv1", "deeplabv2", "lraspp", "hrnet", "segformer"]
+                             "pspnet", "deeplabv1", "deeplabv2", "lraspp", "hrnet", "segformer",
+                             "ddrnet23_slim", "ddrnet23", "fastfcn"]
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -321,7 +322,8 @@ TABLE_CLASSES = {
     "unet": ("UNet", None), "deeplabv3": ("DeepLabV3", "resnet18"), "deeplabv3plus": ("DeepLabV3Plus", "resnet18"),
     "fcn_dilated": ("DilatedFCN", "resnet18"), "pspnet": ("PSPNet", "resnet18"), "deeplabv1": ("DeepLabV1", None),
     "deeplabv2": ("DeepLabV2", "resnet18"), "lraspp": ("LRASPP", None), "hrnet": ("HRNet", None),
-    "segformer": ("SegFormer", None),
+    "segformer": ("SegFormer", None), "ddrnet23_slim": ("DDRNet", None), "ddrnet23": ("DDRNet", None),
+    "fastfcn": ("FastFCN", "resnet18"),
 }
 
 

@@ -1,5 +1,6 @@
 """Segmentation models built from scratch: FCN-32s/16s/8s, U-Net, DeepLabV3 and DeepLabV3+, then PSPNet,
-DeepLab v1 (LargeFOV) / v2 (ASPP), LR-ASPP (MobileNetV3), HRNetV2 and SegFormer.
+DeepLab v1 (LargeFOV) / v2 (ASPP), LR-ASPP (MobileNetV3), HRNetV2 and SegFormer, then the real-time DDRNet-23-slim /
+DDRNet-23 and FastFCN (JPU).
 
 ``build_model(name, num_classes, ...)`` builds any of them by name (``list_models()``) from one table,
 ``MODELS``: each row holds the builder, the default backbone, the backbones it accepts and the model
@@ -7,7 +8,7 @@ options (keyword arguments) it takes (``model_options(name)``). Every model maps
 images to ``(N, K, H, W)`` float32 logits at the input resolution, for any H and W (SegFormer: at least
 29), without softmax. ``model.forward_features(x)`` returns a dict of named intermediate maps (backbone
 stages, head outputs, ``"logits"``) for pictures of receptive fields and skip connections; models built with
-``aux_loss=True`` (FCN, DeepLab, PSPNet) also have ``model.forward_with_aux(x) -> (logits, aux_logits)``.
+``aux_loss=True`` (FCN, DeepLab, PSPNet, DDRNet, FastFCN) also have ``model.forward_with_aux(x) -> (logits, aux_logits)``.
 
 Examples::
 
@@ -27,8 +28,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from .backbones import BACKBONES, RESNETS, ResNetBackbone, VGG16Backbone, build_backbone, load_backbone_weights
+from .ddrnet import DDRNet
 from .deeplab import ASPP, DeepLabV3, DeepLabV3Plus
 from .deeplab_v1v2 import DeepLabV1, DeepLabV2
+from .fastfcn import JPU, FastFCN
 from .fcn import FCN, DilatedFCN
 from .hrnet import HRNet
 from .lraspp import LRASPP
@@ -40,8 +43,11 @@ from .unet import UNet
 __all__ = [
     "ASPP",
     "BACKBONES",
+    "DDRNet",
     "FCN",
+    "FastFCN",
     "HRNet",
+    "JPU",
     "LRASPP",
     "MODELS",
     "ModelSpec",
@@ -123,6 +129,18 @@ def _segformer(num_classes: int, backbone: str, weights_backbone: object, **opti
     return SegFormer(num_classes, variant=backbone[len("mit_"):], **options)
 
 
+def _ddrnet(variant: str) -> Builder:
+    """Builder of one DDRNet variant; the registry name fixes the variant (``ddrnet23_slim``, ``ddrnet23``)."""
+
+    def build(num_classes: int, backbone: str, weights_backbone: object, **options: object) -> nn.Module:
+        if weights_backbone is not None:
+            raise ValueError("ddrnet takes no weights_backbone: load the authors' state dict with "
+                             "seglab.models.ddrnet.convert_official_ddrnet_state_dict")
+        return DDRNet(num_classes, variant=variant, **options)
+
+    return build
+
+
 _FCN_OPTIONS = ("upsampling", "aux_loss")
 _DEEPLAB_OPTIONS = ("output_stride", "atrous_rates", "aux_loss")
 
@@ -144,11 +162,16 @@ MODELS: dict[str, ModelSpec] = {
     "lraspp": ModelSpec(_fixed_backbone(LRASPP), "mobilenet_v3_large", ("mobilenet_v3_large",), ("inter_channels",)),
     "hrnet": ModelSpec(_hrnet, "hrnet_w18", tuple(f"hrnet_w{w}" for w in (18, 32, 40, 48)), ("fusion_upsampling",)),
     "segformer": ModelSpec(_segformer, "mit_b0", tuple(f"mit_{v}" for v in MIT_CONFIGS), ("drop_path_rate",)),
+    # real time (issue 22): two resolutions side by side; stride-8 features without dilating the backbone
+    "ddrnet23_slim": ModelSpec(_ddrnet("23-slim"), "ddrnet23_slim", ("ddrnet23_slim",), ("aux_loss",)),
+    "ddrnet23": ModelSpec(_ddrnet("23"), "ddrnet23", ("ddrnet23",), ("aux_loss",)),
+    "fastfcn": ModelSpec(_with_backbone(FastFCN), "resnet50", None, ("jpu_width", "atrous_rates", "aux_loss")),
 }
 
 
 def list_models() -> list[str]:
-    """Names accepted by ``build_model``: fcn32s, fcn16s, fcn8s, unet, deeplabv3, deeplabv3plus, …, segformer."""
+    """Names accepted by ``build_model``: fcn32s, fcn16s, fcn8s, unet, deeplabv3, deeplabv3plus, …, segformer,
+    ddrnet23_slim, ddrnet23, fastfcn."""
     return list(MODELS)
 
 
@@ -179,7 +202,8 @@ def build_model(name: str, num_classes: int, *, backbone: str | None = None, wei
             (default) or another ResNet; U-Net: None (default, the paper's encoder) or a ResNet name (``encoder=``);
             PSPNet: a ResNet (``"resnet50"``); DeepLab v1: ``"vgg16"``; v2: ``"resnet101"`` (default), another
             ResNet or ``"vgg16"``; LR-ASPP: ``"mobilenet_v3_large"``; HRNet: ``"hrnet_w18"`` (default), ``w32``,
-            ``w40``, ``w48``; SegFormer: ``"mit_b0"`` (default) … ``"mit_b5"``.
+            ``w40``, ``w48``; SegFormer: ``"mit_b0"`` (default) … ``"mit_b5"``; DDRNet: its own (``"ddrnet23_slim"`` /
+            ``"ddrnet23"``, the default); FastFCN: a ResNet (``"resnet50"``).
         weights_backbone: ImageNet weights for the backbone: a torchvision weights name (``"IMAGENET1K_V1"``),
             a path to a local state dict file, or a state dict (see ``seglab.models.backbones``).
         weights: torchvision's whole-model weights (backbone and head), e.g. ``"COCO_WITH_VOC_LABELS_V1"``
