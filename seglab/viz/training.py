@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from .core import _cmap, _figure, _to_numpy
 
-__all__ = ["LOG_LOSS_RATIO", "plot_history", "plot_iou_per_class", "plot_confusion_matrix"]
+__all__ = ["LOG_LOSS_RATIO", "run_colors", "plot_history", "plot_iou_per_class", "plot_confusion_matrix"]
 
 
 def _runs(histories) -> dict[str, list[dict]]:
@@ -23,6 +24,47 @@ def _runs(histories) -> dict[str, list[dict]]:
         if not all(isinstance(r, Mapping) for r in h):
             raise ValueError(f"history of {name!r} must be a list of per-epoch dicts (seglab.engine.load_history)")
     return runs
+
+
+def run_colors(names) -> dict[str, tuple[float, float, float]]:
+    """One colour per run name, by the name's place among the *sorted* names (tab10, cycling after 10).
+
+    The colour depends on the set of names, not on the order a caller lists them in, so the same run has
+    the same colour in ``plot_history``, ``plot_iou_per_class`` and ``seglab.widgets.RunComparer`` (which
+    passes the colours of every run it found, so that selecting fewer runs recolours none).
+    """
+    colours = _cmap("tab10").colors
+    return {name: colours[k % len(colours)] for k, name in enumerate(sorted({str(n) for n in names}))}
+
+
+def _label_offsets(ax, points, min_gap: float = 2.0) -> list[float]:
+    """Vertical offsets (points, from 8 up) that keep labels drawn above ``points`` from overlapping.
+
+    ``points``: ``(x, y, text)`` in data coordinates, each labelled ``text`` centred 8 points above
+    (x, y). Labels whose horizontal extents meet are stacked, lowest point first, each at least
+    ``min_gap`` points above the one below. Uses ``ax``'s current transform (call after the layout).
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    to_points = 72.0 / fig.dpi
+    boxes = []  # (index, x0, x1, y, height) in points
+    for i, (x, y, text) in enumerate(points):
+        px, py = ax.transData.transform((x, y))
+        t = ax.text(0, 0, text, fontsize=9)
+        extent = t.get_window_extent(renderer)
+        t.remove()
+        half = extent.width * to_points / 2
+        boxes.append((i, px * to_points - half, px * to_points + half, py * to_points, extent.height * to_points))
+    offsets = [8.0] * len(points)
+    placed: list[tuple[float, float, float, float]] = []  # (x0, x1, bottom, top) in points
+    for i, x0, x1, y, height in sorted(boxes, key=lambda b: b[3]):
+        bottom = y + 8.0
+        for px0, px1, pbottom, ptop in sorted(placed, key=lambda p: p[2]):
+            if x0 < px1 and px0 < x1 and bottom < ptop + min_gap and pbottom < bottom + height + min_gap:
+                bottom = ptop + min_gap
+        offsets[i] = bottom - y
+        placed.append((x0, x1, bottom, bottom + height))
+    return offsets
 
 
 def _series(history: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +90,8 @@ def _loss_scale(values: np.ndarray, loss_scale: str) -> str:
     return "linear"
 
 
-def plot_history(histories, *, show_lr: bool = False, loss_scale: str = "auto", title: str | None = None) -> Figure:
+def plot_history(histories, *, show_lr: bool = False, loss_scale: str = "auto", title: str | None = None,
+                 colors: Mapping[str, object] | None = None) -> Figure:
     """Loss and mIoU curves of one or several training runs.
 
     Args:
@@ -60,9 +103,12 @@ def plot_history(histories, *, show_lr: bool = False, loss_scale: str = "auto", 
             magnitude or more (``LOG_LOSS_RATIO``: one diverged epoch, say a validation loss of
             265,000 next to losses near 1, would flatten every other curve on a linear axis), else
             linear; or ``"linear"`` / ``"log"``.
+        colors: ``{run name: matplotlib colour}``; default ``run_colors`` of the run names (the same run
+            gets the same colour in every seglab figure of the same runs).
 
     Left: train (solid) and validation (dashed) loss; right: validation mIoU in percent (and
-    ``"train_mIoU"`` dotted, when recorded), the best epoch of each run marked with a star. The
+    ``"train_mIoU"`` dotted, when recorded), the best epoch of each run marked with a star and labelled
+    with its mIoU (labels that would overlap are stacked). The
     legend (line styles, and run colours when there are several runs) sits below the panels,
     never over a curve.
 
@@ -73,10 +119,10 @@ def plot_history(histories, *, show_lr: bool = False, loss_scale: str = "auto", 
     ncols = 3 if show_lr else 2
     fig = _figure(4.6 * ncols, 4.3 + (0.25 if len(runs) > 1 else 0))
     axes = fig.subplots(1, ncols)
-    colours = _cmap("tab10").colors
-    losses, train_miou = [], False
-    for k, (name, h) in enumerate(runs.items()):
-        col = colours[k % 10]
+    colours = {**run_colors(runs), **(colors or {})}
+    losses, train_miou, best_labels = [], False, []
+    for name, h in runs.items():
+        col = colours[name]
         for key, ls in (("train_loss", "-"), ("val_loss", "--")):
             e, v = _series(h, key)
             if np.isfinite(v).any():
@@ -87,8 +133,7 @@ def plot_history(histories, *, show_lr: bool = False, loss_scale: str = "auto", 
             axes[1].plot(e, 100 * v, "--", color=col, marker="." if len(e) < 30 else None)
             b = int(np.nanargmax(v))
             axes[1].plot(e[b], 100 * v[b], "*", color=col, ms=13, mec="black", mew=0.5)
-            axes[1].annotate(f"{100 * v[b]:.1f}%", (e[b], 100 * v[b]), textcoords="offset points",
-                             xytext=(0, 8), ha="center", fontsize=9, color=col)
+            best_labels.append((e[b], 100 * v[b], f"{100 * v[b]:.1f}%", col))
         e, v = _series(h, "train_mIoU")
         if np.isfinite(v).any():
             axes[1].plot(e, 100 * v, ":", color=col)
@@ -107,7 +152,7 @@ def plot_history(histories, *, show_lr: bool = False, loss_scale: str = "auto", 
         handles.append(Line2D([], [], color="0.3", ls=":", label="train mIoU"))
     handles.append(Line2D([], [], color="0.3", marker="*", ls="none", ms=11, label="best epoch"))
     if len(runs) > 1:
-        handles += [Line2D([], [], color=colours[k % 10], lw=3, label=name) for k, name in enumerate(runs)]
+        handles += [Line2D([], [], color=colours[name], lw=3, label=name) for name in runs]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4 if len(runs) > 1 else 6),
                frameon=False, fontsize=9)
     if show_lr:
@@ -117,10 +162,19 @@ def plot_history(histories, *, show_lr: bool = False, loss_scale: str = "auto", 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
+    if best_labels:  # after the layout, so that the labels' sizes in points are final
+        if not hasattr(fig.canvas, "get_renderer"):
+            FigureCanvasAgg(fig)  # a canvas that measures text (seglab's figures render with Agg anyway)
+        fig.draw_without_rendering()
+        offsets = _label_offsets(axes[1], [(x, y, text) for x, y, text, _ in best_labels])
+        for (x, y, text, col), dy in zip(best_labels, offsets):
+            axes[1].annotate(text, (x, y), textcoords="offset points", xytext=(0, dy), ha="center", va="bottom",
+                             fontsize=9, color=col, annotation_clip=False)
     return fig
 
 
-def plot_iou_per_class(iou_per_class, classes: Sequence[str], *, title: str | None = None) -> Figure:
+def plot_iou_per_class(iou_per_class, classes: Sequence[str], *, title: str | None = None,
+                       colors: Mapping[str, object] | None = None) -> Figure:
     """Horizontal bars of IoU per class (percent); ``nan`` (class absent) is written as "absent".
 
     Args:
@@ -128,23 +182,24 @@ def plot_iou_per_class(iou_per_class, classes: Sequence[str], *, title: str | No
             ``"val_iou_per_class"``), or ``{run name: K fractions}`` for grouped bars.
         classes: the K class names.
 
-    A dashed vertical line marks each run's mIoU (mean over non-nan classes).
+    A dashed vertical line marks each run's mIoU (mean over non-nan classes). ``colors``: ``{run name:
+    matplotlib colour}``, default ``run_colors`` of the run names (as ``plot_history``).
     """
     runs = dict(iou_per_class) if isinstance(iou_per_class, Mapping) else {"": iou_per_class}
     k = len(classes)
     fig = _figure(6.5, 0.32 * k * max(1, len(runs) * 0.7) + 1.4)
     ax = fig.subplots()
     height = 0.8 / len(runs)
-    colours = _cmap("tab10").colors
+    colours = {**run_colors(runs), **(colors or {})}
     for r, (name, vals) in enumerate(runs.items()):
         vals = np.asarray(_to_numpy(vals), dtype=float)
         if vals.shape != (k,):
             raise ValueError(f"IoU values {vals.shape} do not match {k} class names")
         y = np.arange(k) - 0.4 + height * (r + 0.5)
         miou = np.nanmean(vals) if np.isfinite(vals).any() else float("nan")
-        ax.barh(y, 100 * np.nan_to_num(vals), height=height, color=colours[r % 10],
+        ax.barh(y, 100 * np.nan_to_num(vals), height=height, color=colours[name],
                 label=f"{name + ': ' if name else ''}mIoU {100 * miou:.1f}%")
-        ax.axvline(100 * miou, color=colours[r % 10], ls="--", lw=1)
+        ax.axvline(100 * miou, color=colours[name], ls="--", lw=1)
         for yy, v in zip(y, vals):
             ax.text(1 if np.isnan(v) else 100 * v + 1, yy, "absent" if np.isnan(v) else f"{100 * v:.0f}",
                     va="center", fontsize=8, color="0.4" if np.isnan(v) else "black")

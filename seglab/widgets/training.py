@@ -11,6 +11,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from seglab import viz
+from seglab.viz.training import run_colors
 
 from .display import FigureView
 
@@ -141,8 +142,9 @@ class RunComparer(FigureView):
     def _draw(self):
         selected = {name: self.history(name) for name in self.runs.value}
         self.show_lr.layout.display = None if self.view.value == "curves" else "none"
+        colors = run_colors(self.runs.options)  # by every run found: a run keeps its colour in any selection
         if self.view.value == "curves":
-            return viz.plot_history(selected, show_lr=self.show_lr.value)
+            return viz.plot_history(selected, show_lr=self.show_lr.value, colors=colors)
         best = {}
         for name, h in selected.items():
             scored = [r for r in h if r.get("val_mIoU") is not None and r.get("val_iou_per_class")]
@@ -153,7 +155,8 @@ class RunComparer(FigureView):
         k = len(next(iter(best.values())))
         if any(len(v) != k for v in best.values()):
             raise ValueError("the selected runs have different numbers of classes: compare runs of one dataset")
-        return viz.plot_iou_per_class(best, self._classes(next(iter(best)), k), title="IoU per class at the best epoch")
+        return viz.plot_iou_per_class(best, self._classes(next(iter(best)), k), title="IoU per class at the best epoch",
+                                      colors=colors)
 
     def _status(self) -> str:
         parts = []
