@@ -11,8 +11,9 @@ Data and its pictures
 - ``seglab.transforms``      paired image + mask augmentation presets (albumentations)
 
 Models and what they are scored with
-- ``seglab.models``          ``build_model`` over 13 models: FCN-32s / 16s / 8s, U-Net, DeepLabV3, DeepLabV3+,
-                             FCN (dilated ResNet), PSPNet, DeepLab v1 / v2, LR-ASPP, HRNetV2, SegFormer
+- ``seglab.models``          ``build_model`` over 16 models: FCN-32s / 16s / 8s, U-Net, DeepLabV3, DeepLabV3+,
+                             FCN (dilated ResNet), PSPNet, DeepLab v1 / v2, LR-ASPP, HRNetV2, SegFormer,
+                             DDRNet-23-slim / 23, FastFCN (JPU); deformable convolution (DCNv2, DCNv3) as blocks
 - ``seglab.losses``          cross-entropy, Dice, Focal (logits in, ``ignore_index`` honoured)
 - ``seglab.metrics``         confusion matrix, IoU, mIoU, pixel accuracy; trimap IoU, boundary F-score, Boundary IoU
 
@@ -20,12 +21,15 @@ Training and using a model
 - ``seglab.engine``          ``TrainConfig``, ``prepare`` + ``train_steps`` (step-budgeted training with fit's recipe),
                              ``fit``, ``evaluate``, checkpoints, resume rules, history, distributed training
 - ``seglab.inference``       ``infer_logits``: resize, test-time augmentation, sliding windows, the CRF hook
-- ``seglab.crf``             fully connected CRF (mean field; exact and bilateral-grid message passing)
+- ``seglab.crf``             fully connected CRF (mean field; exact, bilateral-grid and permutohedral-lattice
+                             message passing)
 - ``seglab.predict``         full-size predictions for files, folders and globs
 - ``seglab.export``          ONNX export and the onnxruntime check
 - ``seglab.files``           the one safe writer of every file a command writes, the run-folder lock
 - ``seglab.cli``             ``python -m seglab {train,evaluate,predict,download,check-data,export}``
 - ``seglab.profiles``        the notebooks' smoke / laptop / full run profiles
+- ``seglab.planning``        nnU-Net's self-configuration for 2-D data: ``dataset_fingerprint``, ``plan_2d`` (patch,
+                             batch under a memory budget, topology, normalisation), the plan's ``PlainUNet``
 
 Looking inside
 - ``seglab.receptive_field`` analytic, exact and effective receptive fields
