@@ -8,6 +8,7 @@ import viz; viz.colorize(...)``):
 - ``masks``: ``colorize``, ``overlay``, ``error_map``, ``show_mask``, ``show_predictions``, ``image_scores``;
 - ``datasets``: ``plot_class_frequencies``, ``show_palette``, ``show_mask_resize``;
 - ``receptive_fields``: ``show_receptive_field``, ``rf_frame``;
+- ``context``: ``atrous_taps``, ``pyramid_bins``, ``show_aspp_taps``, ``show_pyramid_bins``, ``show_crf_iterations``;
 - ``deformable``: ``show_sampling_locations`` (a deformable layer's sampling points and exact RF);
 - ``dilation``: ``dilation_coverage``, ``show_dilated_kernels``, ``show_dilation_coverage``;
 - ``skips``: ``compare_predictions``, ``show_feature_maps``, ``plot_trimap_curves``, ``image_trimap_iou``;
@@ -24,6 +25,7 @@ class indices or ``(K, H, W)`` logits. Metrics are fractions in [0, 1]; pictures
 """
 
 from .core import DPI, IGNORE_COLOR, IMAGENET_MEAN, IMAGENET_STD, as_mask, as_pred, figure_to_png, to_rgb
+from .context import atrous_taps, pyramid_bins, show_aspp_taps, show_crf_iterations, show_pyramid_bins
 from .datasets import plot_class_frequencies, show_mask_resize, show_palette
 from .deformable import show_sampling_locations
 from .dilation import dilation_coverage, show_dilated_kernels, show_dilation_coverage
@@ -53,6 +55,11 @@ __all__ = [
     "show_receptive_field",
     "rf_frame",
     "show_sampling_locations",
+    "atrous_taps",
+    "pyramid_bins",
+    "show_aspp_taps",
+    "show_pyramid_bins",
+    "show_crf_iterations",
     "dilation_coverage",
     "show_dilated_kernels",
     "show_dilation_coverage",

@@ -22,11 +22,15 @@ def image_trimap_iou(pred, mask, num_classes: int, band_width: int, ignore_index
     """Trimap mIoU of one image: the mIoU over the pixels within ``band_width`` px of a ground-truth
     boundary (Kohli et al. 2009; Chen et al. 2018 fig. 5), as ``seglab.metrics.trimap_iou`` computes it.
 
+    Trailing whole rows and columns of ``ignore_index`` at the bottom and the right (the padding of
+    ``eval_transform`` / ``pad_collate``) are cut off first, so that the padding's edge is not taken for a
+    boundary; the band is the one ``compare_predictions`` draws.
+
     Args:
         pred: ``(H, W)`` class indices or ``(K, H, W)`` logits (numpy or torch).
         mask: ``(H, W)`` ground truth, values in ``[0, num_classes)`` or ``ignore_index``.
         num_classes: K. band_width: half-width of the band around boundaries, in pixels (>= 1).
-        ignore_index: ground-truth value that is neither a boundary nor counted.
+        ignore_index: ground-truth value that is never counted (its edges inside the image are boundaries).
 
     Returns:
         the band's mIoU, a fraction in [0, 1] (nan when the band holds no labelled pixel).
@@ -40,16 +44,40 @@ def image_trimap_iou(pred, mask, num_classes: int, band_width: int, ignore_index
 
     p, m = as_pred(pred), as_mask(mask)
     _check_same_size(m, p)
-    preds, target = torch.from_numpy(p)[None], torch.from_numpy(m)[None]  # (1, H, W) each
+    rows, cols = _unpadded(m, ignore_index)  # the padding strips are not boundaries
+    preds, target = torch.from_numpy(p[rows, cols])[None], torch.from_numpy(m[rows, cols])[None]  # (1, h, w) each
+    if target.numel() == 0:
+        return float("nan")
     return float(trimap_iou(preds, target, num_classes, band_width, ignore_index))
 
 
+def _unpadded(mask: np.ndarray, ignore_index: int) -> tuple[slice, slice]:
+    """Rows and columns of ``mask`` without its padding: the trailing whole rows / columns of ``ignore_index``
+    at the bottom and the right, where ``eval_transform`` and ``pad_collate`` pad (an ignore strip along the
+    top or the left is annotation, and its edge a boundary, as ``seglab.metrics`` counts it)."""
+    labelled = mask != ignore_index
+    rows, cols = np.flatnonzero(labelled.any(1)), np.flatnonzero(labelled.any(0))
+    if rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(0, rows[-1] + 1), slice(0, cols[-1] + 1)
+
+
 def _boundary_band(mask: np.ndarray, band_width: int, ignore_index: int) -> np.ndarray:
+    """``(H, W)`` bool: the trimap band as drawn, the labelled pixels within ``band_width`` px of a
+    boundary (``seglab.metrics.boundary_band``) of the unpadded image. Padding strips (bottom / right) are
+    neither boundaries nor band; ignored pixels (255) are never band (no metric scores them), though a label's
+    edge against an ignore region inside the image (VOC's object outlines) still is a boundary."""
     import torch
 
     from seglab.metrics import boundary_band
 
-    return boundary_band(torch.from_numpy(mask)[None], band_width, ignore_index)[0].numpy()
+    band = np.zeros(mask.shape, dtype=bool)
+    rows, cols = _unpadded(mask, ignore_index)
+    inner = mask[rows, cols]
+    if inner.size:
+        band[rows, cols] = boundary_band(torch.from_numpy(np.ascontiguousarray(inner))[None], band_width,
+                                         ignore_index)[0].numpy()
+    return band & (mask != ignore_index)
 
 
 def compare_predictions(image, mask, preds: Mapping[str, object], classes: Sequence[str], colors, *,
@@ -61,7 +89,8 @@ def compare_predictions(image, mask, preds: Mapping[str, object], classes: Seque
     when ``band_width`` is given, its trimap mIoU: the mIoU over pixels within ``band_width`` px of
     a ground-truth boundary (Kohli et al. 2009; Chen et al. 2018 fig. 5), which is where skip
     connections help (Long et al. 2015; Ronneberger et al. 2015). Bottom row (``show_errors``):
-    the trimap band over the image, then each model's error map. Predictions are not painted
+    the trimap band over the image (labelled pixels only: the bottom / right padding strips and ignored
+    pixels are not band), then each model's error map. Predictions are not painted
     where the ground truth is ``ignore_index`` (padding, object borders): no metric scores those
     pixels, so every panel draws them in ``IGNORE_COLOR``.
 
