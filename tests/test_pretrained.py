@@ -4,20 +4,30 @@ No weights can be downloaded here. Each test saves a *randomly initialised* torc
 under torchvision's own file name in a temporary ``$TORCH_HOME/hub/checkpoints/`` and blocks the network, so
 the real loading code (torch hub cache lookup, enum resolution, key conversion, strict loading) runs exactly
 as it would with the published file. The oracle is torchvision itself: its builder, given the same weights
-name, reads the same cached file, and both models must give the same logits.
+name, reads the same cached file, and both models must give the same logits. For ``seglab.models.hub_cache``
+(which cached ImageNet files are genuine) the oracle is torch hub's own hash check, run on a file:// URL.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import re
 import urllib.error
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torchvision
 
-from seglab.models import LRASPP, DeepLabV3, DilatedFCN, build_model, convert_torchvision_state_dict, list_pretrained
+from seglab.engine import TrainConfig
+from seglab.engine.build import build_model_for
+from seglab.models import (LRASPP, DeepLabV3, DilatedFCN, build_model, convert_torchvision_state_dict, list_pretrained,
+                           load_backbone_weights)
+from seglab.models import hub_cache
+from seglab.models.hub_cache import (HASH_PATTERN, describe_backbone_start, find_genuine_weights, hash_prefix,
+                                     imagenet_weights_files, is_genuine)
 from seglab.models.pretrained import PRETRAINED, published_metrics, resolve_weights
 from _helpers import randomize_batch_norm
 
@@ -226,3 +236,106 @@ def test_cli_evaluate_with_torchvision_weights(offline_hub, shared_data, monkeyp
     assert code == 2 and err.startswith("error: no pretrained whole-model weights for model='deeplabv3plus'")
     assert err.count("\n") == 1 and "Traceback" not in err  # one line
     assert main(["evaluate"]) == 2 and "needs a checkpoint" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- genuine ImageNet weights in the hub cache (notebooks)
+
+_fake_spec = importlib.util.spec_from_file_location("fake_hub_cache", Path(__file__).parents[1] / "tools" / "fake_hub_cache.py")
+fake_hub_cache = importlib.util.module_from_spec(_fake_spec)
+_fake_spec.loader.exec_module(fake_hub_cache)
+
+
+_DOWNLOAD = torch.hub.download_url_to_file  # the real one (offline_hub blocks it for the network)
+
+
+def torch_hub_accepts(path: Path, tmp_path: Path) -> bool:
+    """The oracle: torch hub's own check_hash, downloading ``path`` through a file:// URL under its own name."""
+    destination = tmp_path / f"download-{len(list(tmp_path.glob('download-*')))}"
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # a file:// URL reaches no network
+            patch.setattr(torch.hub, "download_url_to_file", _DOWNLOAD)
+            torch.hub.load_state_dict_from_url(path.as_uri(), model_dir=str(destination), check_hash=True,
+                                               progress=False, weights_only=True)
+    except RuntimeError as error:
+        assert "invalid hash value" in str(error)
+        return False
+    return True
+
+
+def save_with_own_hash(state_dict: dict, folder: Path, stem: str = "resnet18") -> Path:
+    """Save ``state_dict`` and rename it ``<stem>-<first 8 hex digits of its SHA-256>.pth``: a genuine-looking file."""
+    partial = folder / f"{stem}.partial"
+    torch.save(state_dict, partial)
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+    return partial.rename(folder / f"{stem}-{digest[:8]}.pth")
+
+
+def test_hash_rule_is_torch_hubs():
+    assert HASH_PATTERN.pattern == torch.hub.HASH_REGEX.pattern  # the same pattern, searched the same way
+    for name, expected in [("resnet18-f37072fd.pth", "f37072fd"), ("deeplabv3_resnet50_coco-cd0a2569.pth", "cd0a2569"),
+                           ("vgg16_features-amdegroot-88682ab5.pth", "88682ab5"), ("mine.pth", None),
+                           ("resnet18-f3707.pth", None), ("resnet18-F37072FD.pth", None)]:
+        assert hash_prefix(name) == expected, name
+        match = torch.hub.HASH_REGEX.search(name)
+        if expected is not None:  # where ours finds a prefix, it is the one torch hub checks
+            assert match.group(1) == expected
+    # every file name torchvision publishes for seglab's backbones carries an 8-digit prefix
+    for backbone in ("vgg16", "resnet18", "resnet34", "resnet50", "resnet101"):
+        files = imagenet_weights_files(backbone)
+        assert files and all(len(hash_prefix(name)) == 8 for name in files)
+    resnet50 = torchvision.models.ResNet50_Weights
+    assert list(imagenet_weights_files("resnet50").items()) == [  # DEFAULT (V2) first
+        (resnet50.IMAGENET1K_V2.url.rsplit("/", 1)[-1], "ResNet50_Weights.IMAGENET1K_V2"),
+        (resnet50.IMAGENET1K_V1.url.rsplit("/", 1)[-1], "ResNet50_Weights.IMAGENET1K_V1")]
+    assert list(imagenet_weights_files("vgg16").values()) == ["VGG16_Weights.IMAGENET1K_V1"]  # not the features-only file
+    with pytest.raises(ValueError, match=r"backbone='resnet19' has no torchvision weights.*'resnet18'"):
+        find_genuine_weights("resnet19")
+    with pytest.raises(ValueError, match=r"backbone='raft_small' has no ImageNet-1K classification weights.*C_T_V1"):
+        describe_backbone_start("raft_small")  # torchvision has weights for it, but optical-flow ones
+
+
+def test_fake_hub_cache_stand_ins_are_not_genuine(offline_hub, monkeypatch, tmp_path):
+    """tools/fake_hub_cache.py's random stand-ins carry torchvision's names, so their hash cannot match."""
+    monkeypatch.setattr(fake_hub_cache, "WEIGHTS", (("resnet18", "IMAGENET1K_V1"), ("resnet34", "IMAGENET1K_V1")))
+    assert fake_hub_cache.main([str(offline_hub.dir.parents[1])]) == 0
+    stand_in = offline_hub.dir / "resnet18-f37072fd.pth"
+    assert stand_in.is_file() and (offline_hub.dir / "resnet34-b627a593.pth").is_file()
+    assert not is_genuine(stand_in) and not torch_hub_accepts(stand_in, tmp_path)  # torch hub rejects it too
+    assert find_genuine_weights("resnet18") is None and find_genuine_weights("resnet34") is None
+    assert find_genuine_weights("resnet50") is None  # no file at all
+    message = describe_backbone_start("resnet18")
+    assert message.startswith(f"training from scratch: no genuine ImageNet weights for resnet18 in {offline_hub.dir} ")
+    assert "resnet18-f37072fd.pth is there but fails the hash check" in message and "delete it first" in message
+    assert "weights='DEFAULT'" in message
+    assert "is there" not in describe_backbone_start("resnet50")
+    # the stand-ins still load as weights (the full-dry runs read them): only the genuineness check tells them apart
+    assert set(load_backbone_weights("resnet18", "IMAGENET1K_V1")) == set(torchvision.models.resnet18().state_dict())
+    assert offline_hub.calls == []
+
+
+def test_a_file_named_with_its_own_hash_is_genuine(offline_hub, monkeypatch, tmp_path):
+    torch.manual_seed(5)
+    state_dict = randomize_batch_norm(torchvision.models.resnet18(), seed=5).state_dict()
+    genuine = save_with_own_hash(state_dict, offline_hub.dir)
+    assert is_genuine(genuine) and torch_hub_accepts(genuine, tmp_path)  # the oracle agrees
+    # found under a name torchvision would publish (the real names' hashes cannot be forged, so the list is patched)
+    monkeypatch.setattr(hub_cache, "imagenet_weights_files", lambda backbone: {genuine.name: "ResNet18_Weights.TEST"})
+    assert find_genuine_weights("resnet18") == genuine
+    message = describe_backbone_start("resnet18")
+    assert message == (f"fine-tuning from ImageNet weights found in the hub cache: {genuine} (ResNet18_Weights.TEST, "
+                       f"SHA-256 matches the {genuine.name[9:17]} in its name)")
+    # the path goes into TrainConfig.weights_backbone, and the engine's model starts from exactly those tensors
+    config = TrainConfig(model="fcn32s", backbone="resnet18", weights_backbone=str(find_genuine_weights("resnet18")))
+    backbone = build_model_for(config, 4).backbone.state_dict()
+    assert backbone and all(torch.equal(value, state_dict[key]) for key, value in backbone.items())
+
+    damaged = genuine.with_name("resnet18-00000000.pth")  # a byte changed: same name rule, wrong contents
+    data = bytearray(genuine.read_bytes())
+    data[len(data) // 2] ^= 1
+    damaged.write_bytes(bytes(data))
+    genuine.rename(genuine.with_name("elsewhere.pth"))
+    damaged.rename(genuine)
+    assert not is_genuine(genuine) and not torch_hub_accepts(genuine, tmp_path)
+    assert find_genuine_weights("resnet18") is None
+    assert describe_backbone_start("resnet18").startswith("training from scratch")
+    assert offline_hub.calls == []
