@@ -141,7 +141,8 @@ def _finite(t, shape, dtype=None) -> None:
 
 FUZZED = {"InferenceOptions", "infer_logits", "sliding_window_logits", "forward_resized", "parse_scales",
           "BilateralGrid", "crf_features", "crf_memory_bytes", "dense_crf", "exact_gaussian_filter",
-          "grid_gaussian_filter", "largest_crf_size", "mean_field_step", "separable_gaussian_filter"}  # fmt: skip
+          "grid_gaussian_filter", "largest_crf_size", "mean_field_step", "separable_gaussian_filter",
+          "PermutohedralLattice", "lattice_gaussian_filter"}  # fmt: skip
 
 
 def test_every_public_function_is_fuzzed():
@@ -347,6 +348,31 @@ def test_bilateral_grid(pair, passes):
         _finite(self_weight, (features.shape[0], 1, *features.shape[2:]))
 
     _run("BilateralGrid", build_and_filter, check)
+
+
+@FUZZ
+@given(pair=values_and_features())
+def test_lattice_gaussian_filter(pair):
+    values, features = pair
+    _run("lattice_gaussian_filter", lambda: crf.lattice_gaussian_filter(values, features),
+         lambda out: _finite(out, values.shape, values.dtype))
+
+
+@FUZZ
+@given(pair=values_and_features())
+def test_permutohedral_lattice(pair):
+    values, features = pair
+
+    def build_and_filter():
+        lattice = crf.PermutohedralLattice(features)
+        return lattice.filter(values), lattice.self_weight
+
+    def check(result):
+        out, self_weight = result
+        _finite(out, values.shape, values.dtype)
+        _finite(self_weight, (features.shape[0], 1, *features.shape[2:]))
+
+    _run("PermutohedralLattice", build_and_filter, check)
 
 
 SIZE = _rarely(st.integers(1, 5000), st.sampled_from([0, -3, 2.5, True, None, "9", 2**70]))

@@ -267,6 +267,10 @@ class PermutohedralLattice:
         if d > MAX_LATTICE_FEATURES:
             raise ValueError(f"features have D = {d} channels > {MAX_LATTICE_FEATURES} (MAX_LATTICE_FEATURES)")
         self.shape, self.dtype = (h, w), work_dtype(features)
+        largest = float(features.abs().amax())
+        if largest >= 2**40:  # far past what the 62-bit keys can span; refused before any integer conversion
+            raise ValueError(f"features reach {largest:.3g} sigmas from 0, far more than the permutohedral lattice's "
+                             f"keys can span: use larger sigmas or a smaller image (max_size)")
         # float32 keeps a lattice coordinate to ~1e-5 of a step up to 2^10 sigmas; beyond, float64
         elevation = self.dtype if float(features.abs().amax()) < 2**10 else torch.float64
         self.images = [_ImageLattice(features[index].reshape(d, h * w).to(elevation), self.dtype) for index in range(n)]
