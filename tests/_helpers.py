@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -42,3 +43,17 @@ def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
                 module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
     return model
+
+
+def crf_scene(seed, h=40, w=48, k=3, noise=1.5):
+    """A noisy three-region image (1, 3, H, W) float32 in [0, 255], its truth (1, H, W) int64, and noisy float64
+    logits (1, K, H, W) that favour the truth (tests of seglab.crf)."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.zeros(1, h, w, dtype=torch.long)
+    truth[:, :, w // 2:] = 1
+    truth[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 2
+    colours = torch.tensor([[200.0, 40, 40], [40.0, 40, 200], [60.0, 180, 60]])
+    images = (colours[truth].permute(0, 3, 1, 2) + 20 * torch.randn(1, 3, h, w, generator=g)).clamp(0, 255)
+    logits = 2 * F.one_hot(truth, k).permute(0, 3, 1, 2).double() + noise * torch.randn(1, k, h, w, generator=g,
+                                                                                          dtype=torch.float64)
+    return images, logits, truth

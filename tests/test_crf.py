@@ -21,6 +21,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _helpers import crf_scene
+
 from seglab.crf import (
     MAX_EXACT_PIXELS,
     BilateralGrid,
@@ -35,17 +37,7 @@ from seglab.crf import (
 WEAK = dict(compat_gaussian=0.3, compat_bilateral=1.0)
 
 
-def _scene(seed, h=40, w=48, k=3, noise=1.5):
-    """A noisy three-region image, its truth, and noisy logits that favour the truth."""
-    g = torch.Generator().manual_seed(seed)
-    truth = torch.zeros(1, h, w, dtype=torch.long)
-    truth[:, :, w // 2:] = 1
-    truth[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 2
-    colours = torch.tensor([[200.0, 40, 40], [40.0, 40, 200], [60.0, 180, 60]])
-    images = (colours[truth].permute(0, 3, 1, 2) + 20 * torch.randn(1, 3, h, w, generator=g)).clamp(0, 255)
-    logits = 2 * F.one_hot(truth, k).permute(0, 3, 1, 2).double() + noise * torch.randn(1, k, h, w, generator=g,
-                                                                                          dtype=torch.float64)
-    return images, logits, truth
+_scene = crf_scene  # (images, truth-favouring logits, truth): tests/_helpers.py
 
 
 def _numpy_mean_field(logits, image, iterations, sxy_g, w_g, sxy_b, srgb_b, w_b, normalization):
