@@ -11,11 +11,13 @@ Data and its pictures
 - ``seglab.transforms``      paired image + mask augmentation presets (albumentations)
 
 Models and what they are scored with
-- ``seglab.models``          ``build_model`` over 16 models: FCN-32s / 16s / 8s, U-Net, DeepLabV3, DeepLabV3+,
+- ``seglab.models``          ``build_model`` over 17 models: FCN-32s / 16s / 8s, U-Net, DeepLabV3, DeepLabV3+,
                              FCN (dilated ResNet), PSPNet, DeepLab v1 / v2, LR-ASPP, HRNetV2, SegFormer,
-                             DDRNet-23-slim / 23, FastFCN (JPU); deformable convolution (DCNv2, DCNv3) as blocks
+                             DDRNet-23-slim / 23, FastFCN (JPU), Mask2Former; deformable convolution (DCNv2, DCNv3)
+                             as blocks; the promptable SAM and the text-prompted CLIPSeg in their own subpackages
 - ``seglab.losses``          cross-entropy, Dice, Focal (logits in, ``ignore_index`` honoured)
-- ``seglab.metrics``         confusion matrix, IoU, mIoU, pixel accuracy; trimap IoU, boundary F-score, Boundary IoU
+- ``seglab.metrics``         confusion matrix, IoU, mIoU, pixel accuracy; trimap IoU, boundary F-score, Boundary IoU;
+                             panoptic quality (PQ, SQ, RQ) and instance mask AP
 
 Training and using a model
 - ``seglab.engine``          ``TrainConfig``, ``prepare`` + ``train_steps`` (step-budgeted training with fit's recipe),

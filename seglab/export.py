@@ -11,7 +11,7 @@ does before the model.
 Exporter: ``torch.onnx.export(..., dynamo=True)``, torch's default since 2.9 (``torch.export`` graph
 capture, onnxscript translation), chosen over the TorchScript exporter (``dynamo=False``) because:
 
-- it exports all 16 models of ``list_models()``; the TorchScript exporter fails on PSPNet whenever the
+- it exports all 17 models of ``list_models()``; the TorchScript exporter fails on PSPNet whenever the
   pyramid-pooling bins (1, 2, 3, 6) do not divide the feature map (at 512×512: 64×64, so always), with
   "Unsupported: ONNX export of operator adaptive_avg_pool2d, output size that are not factor of input size";
 - the TorchScript exporter is deprecated and warns that it will be removed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from seglab.data import build_dataset
 from seglab.data.base import SegmentationDataset
@@ -62,3 +63,22 @@ def test_camvid_groups_on_real_masks():
     with_transform = GroupedClasses(camvid, CAMVID_GROUPS, transform=eval_transform(pad_multiple=32, max_size=240))
     image, mask = with_transform[0]
     assert tuple(image.shape) == (3, 192, 256) and set(mask.unique().tolist()) <= {0, 1, 2, 3, 4, 255}
+
+
+def test_the_engine_trains_on_grouped_classes(tmp_path):
+    # build_dataset(..., groups=) wraps the dataset in GroupedClasses before the transform, so TrainConfig's
+    # dataset_kwargs carry a grouping into the engine's loaders, num_classes and class names
+    from seglab.engine import TrainConfig, prepare, train_steps
+
+    groups = {"background": ("background",), "shapes": ("circle", "square", "triangle")}
+    grouped = build_dataset("synthetic", "val", groups=groups, num_images=4)
+    plain = build_dataset("synthetic", "val", num_images=4)
+    for i in range(4):
+        np.testing.assert_array_equal(grouped[i][1], np.where(plain[i][1] == 255, 255, np.minimum(plain[i][1], 1)))
+    config = TrainConfig(model="unet", base_channels=4, dataset="synthetic", dataset_kwargs={"groups": groups},
+                         crop_size=32, batch_size=2, device="cpu", num_workers=0, progress=False, verbose=False,
+                         out=str(tmp_path / "run"))
+    state = prepare(config, total_steps=1)
+    assert state.num_classes == 2 and state.classes == ["background", "shapes"]
+    assert state.model(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+    assert train_steps(state, 1)["step"] == 1

@@ -118,3 +118,21 @@ def test_bad_step_counts_are_refused(tmp_path, n):
         train_steps(state, n)
     with pytest.raises(ValueError, match="total_steps must be an integer >= 1"):
         prepare(_tiny(tmp_path), total_steps=0)
+
+
+def test_the_engine_trains_a_model_that_computes_its_own_loss(tmp_path):
+    # Mask2Former (computes_own_loss): run_steps takes model(images, masks), the set-prediction loss, instead of
+    # criterion(model(images), masks); its first step equals that loss by hand, and evaluation scores its log
+    # semantic scores like any model's logits
+    config = _tiny(tmp_path, model="mask2former", backbone="resnet18", crop_size=64, batch_size=2, max_train_batches=2)
+    state, reference = prepare(config), prepare(config)
+    for run in (state, reference):
+        run.model.criterion.num_points = None  # every pixel: no random points, so the two losses can be equal
+    state.train_loader.sampler.set_epoch(epoch_seed(config.seed, 1))
+    images, masks = next(iter(state.train_loader))
+    expected = float(reference.train_model(images, masks).detach())
+    result = train_steps(state, 2)
+    assert result["losses"][0] == pytest.approx(expected, rel=1e-5)
+    assert all(torch.isfinite(torch.tensor(result["losses"])))
+    scores = evaluate_state(state)
+    assert 0.0 <= scores["mIoU"] <= 1.0 and len(scores["iou_per_class"]) == state.num_classes

@@ -28,8 +28,8 @@ CONFIGS = {"fcn32s": {"backbone": "resnet18"}, "fcn16s": {"backbone": "resnet18"
            "unet": {"base_channels": 8}, "deeplabv3": {"backbone": "resnet18"},
            "deeplabv3plus": {"backbone": "resnet18"}, "fcn_dilated": {"backbone": "resnet18"},
            "pspnet": {"backbone": "resnet18"}, "deeplabv1": {}, "deeplabv2": {"backbone": "resnet18"},
-           "lraspp": {}, "hrnet": {}, "segformer": {}}
-SLOW = {"pspnet", "lraspp", "hrnet", "segformer"}  # 10-80 s each to export on a loaded 2-core CPU
+           "lraspp": {}, "hrnet": {}, "segformer": {}, "mask2former": {}}
+SLOW = {"pspnet", "lraspp", "hrnet", "segformer", "mask2former"}  # 10-80 s each to export on a loaded 2-core CPU
 
 
 # Exported and checked in their own test files (tests/test_models_ddrnet.py, tests/test_models_fastfcn.py), once.

@@ -56,7 +56,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 def test_list_models():
     assert list_models() == ["fcn32s", "fcn16s", "fcn8s", "unet", "deeplabv3", "deeplabv3plus", "fcn_dilated",
                              "pspnet", "deeplabv1", "deeplabv2", "lraspp", "hrnet", "segformer",
-                             "ddrnet23_slim", "ddrnet23", "fastfcn"]
+                             "ddrnet23_slim", "ddrnet23", "fastfcn", "mask2former"]
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -323,7 +323,7 @@ TABLE_CLASSES = {
     "fcn_dilated": ("DilatedFCN", "resnet18"), "pspnet": ("PSPNet", "resnet18"), "deeplabv1": ("DeepLabV1", None),
     "deeplabv2": ("DeepLabV2", "resnet18"), "lraspp": ("LRASPP", None), "hrnet": ("HRNet", None),
     "segformer": ("SegFormer", None), "ddrnet23_slim": ("DDRNet", None), "ddrnet23": ("DDRNet", None),
-    "fastfcn": ("FastFCN", "resnet18"),
+    "fastfcn": ("FastFCN", "resnet18"), "mask2former": ("Mask2Former", "resnet18"),
 }
 
 

@@ -20,7 +20,7 @@ Where data lives: ``resolve_root`` (explicit ``root=`` > ``$SEGLAB_DATA/<subfold
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .base import (
@@ -42,6 +42,7 @@ from .cityscapes import Cityscapes
 from .download import download as download_dataset
 from .folder import ImageFolderDataset
 from .isbi import ISBI2012
+from .panoptic import ISBI2012Panoptic, PanopticTarget, SyntheticPanopticShapes, VOCPanoptic
 from .synthetic import SyntheticShapes
 from .voc import VOCSegmentation
 
@@ -55,6 +56,10 @@ __all__ = [
     "ADE20K",
     "ImageFolderDataset",
     "SyntheticShapes",
+    "PanopticTarget",
+    "SyntheticPanopticShapes",
+    "ISBI2012Panoptic",
+    "VOCPanoptic",
     "build_dataset",
     "list_datasets",
     "pick_dataset",
@@ -85,6 +90,7 @@ def build_dataset(
     root: str | os.PathLike | None = None,
     transform: Callable[..., dict[str, Any]] | None = None,
     download: bool = False,
+    groups: Mapping[str, Sequence[str]] | None = None,
     **kwargs: Any,
 ) -> SegmentationDataset:
     """Build dataset ``name`` for ``split``.
@@ -98,6 +104,9 @@ def build_dataset(
         transform: albumentations-style callable ``transform(image=, mask=) -> {"image", "mask"}``.
         download: download missing data (VOC, and SBD for trainaug); CamVid, ISBI, Cityscapes (an account)
             and ADE20K cannot be downloaded automatically and raise an error saying where to get them.
+        groups: ``{group name: class names}`` to merge the dataset's classes into coarser ones
+            (``GroupedClasses``, e.g. ``seglab.data.grouped.CAMVID_GROUPS``): masks are relabelled before
+            ``transform``. Through ``TrainConfig(dataset_kwargs={"groups": ...})`` the engine trains on them.
         kwargs: passed to the dataset class (e.g. synthetic ``num_images``, ``image_size``, ``seed``;
             voc ``mirrors``; folder ``classes`` (required), ``colors``, ``mask_mode``, and optionally
             ``images_dir`` / ``masks_dir``, default ``<root>/<split>/images`` and ``<root>/<split>/masks``).
@@ -106,6 +115,11 @@ def build_dataset(
         ValueError: unknown dataset name (the message lists the valid ones) or split.
         FileNotFoundError: dataset folder missing (the message says how to get it).
     """
+    if groups is not None:
+        from .grouped import GroupedClasses
+
+        source = build_dataset(name, split, root=root, transform=None, download=download, **kwargs)
+        return GroupedClasses(source, groups, transform=transform)
     if name == "synthetic":
         return SyntheticShapes(split, transform=transform, **kwargs)
     if name == "voc":

@@ -57,7 +57,8 @@ def run_steps(
         groups: yields groups (iterables) of ``(images (N, 3, H, W) float32, masks (N, H, W) int64)``
             batches, e.g. :func:`step_groups`; the loss of each batch is divided by ``accumulate_steps``, so
             a full group's gradient is that of its mean loss.
-        criterion: ``criterion(logits (N, K, H, W) float32, masks) -> scalar``.
+        criterion: ``criterion(logits (N, K, H, W) float32, masks) -> scalar``; unused for a model whose
+            ``computes_own_loss`` is true (Mask2Former: ``model(images, masks)`` returns its set-prediction loss).
         amp_dtype: ``torch.bfloat16`` / ``torch.float16`` for autocast, ``None`` for fp32.
         scaler: a GradScaler for fp16 (``None`` otherwise).
         log_every: read the running loss back from the device (finiteness check, ``bar``) every this many
@@ -91,6 +92,9 @@ def run_steps(
         if bar is not None and batches:
             bar.set_postfix(loss=f"{float(loss_sum) / batches:.4f}")
 
+    # a model with ``computes_own_loss = True`` returns its training loss from ``model(images, masks)`` (through
+    # forward, so DDP's gradient hooks and autocast see it); ``criterion`` is then unused in training
+    own_loss = getattr(getattr(model, "module", model), "computes_own_loss", False)
     optimizer.zero_grad(set_to_none=True)
     for group in groups:
         group_sum, group_size = torch.zeros((), device=device), 0
@@ -100,8 +104,11 @@ def run_steps(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(images)  # (N, K, H, W)
-                loss = criterion(logits.float(), masks)
+                if own_loss:  # set prediction (Mask2Former): matching and every decoder layer's loss inside forward
+                    loss = model(images, masks)
+                else:
+                    logits = model(images)  # (N, K, H, W)
+                    loss = criterion(logits.float(), masks)
             finite &= torch.isfinite(loss)
             loss_sum += loss.detach()
             group_sum += loss.detach()

@@ -1,6 +1,8 @@
 """Segmentation models built from scratch: FCN-32s/16s/8s, U-Net, DeepLabV3 and DeepLabV3+, then PSPNet,
 DeepLab v1 (LargeFOV) / v2 (ASPP), LR-ASPP (MobileNetV3), HRNetV2 and SegFormer, then the real-time DDRNet-23-slim /
-DDRNet-23 and FastFCN (JPU).
+DDRNet-23 and FastFCN (JPU), and the universal Mask2Former (``seglab.models.mask2former``: its ``forward(x)`` gives log
+semantic scores, ``forward(x, masks)`` its set-prediction loss). Promptable and open-vocabulary models, which do not map
+an image to K class scores, are built by their own subpackages: ``seglab.models.sam``, ``seglab.models.clipseg``.
 
 ``build_model(name, num_classes, ...)`` builds any of them by name (``list_models()``) from one table,
 ``MODELS``: each row holds the builder, the default backbone, the backbones it accepts and the model
@@ -35,6 +37,7 @@ from .fastfcn import JPU, FastFCN
 from .fcn import FCN, DilatedFCN
 from .hrnet import HRNet
 from .lraspp import LRASPP
+from .mask2former import Mask2Former
 from .pretrained import PRETRAINED, build_pretrained, convert_torchvision_state_dict, list_pretrained
 from .pspnet import PSPNet
 from .segformer import MIT_CONFIGS, SegFormer
@@ -49,6 +52,7 @@ __all__ = [
     "HRNet",
     "JPU",
     "LRASPP",
+    "Mask2Former",
     "MODELS",
     "ModelSpec",
     "PSPNet",
@@ -166,12 +170,18 @@ MODELS: dict[str, ModelSpec] = {
     "ddrnet23_slim": ModelSpec(_ddrnet("23-slim"), "ddrnet23_slim", ("ddrnet23_slim",), ("aux_loss",)),
     "ddrnet23": ModelSpec(_ddrnet("23"), "ddrnet23", ("ddrnet23",), ("aux_loss",)),
     "fastfcn": ModelSpec(_with_backbone(FastFCN), "resnet50", None, ("jpu_width", "atrous_rates", "aux_loss")),
+    # universal segmentation (issue 19): mask classification, masked attention, set prediction; ResNet-18 by default
+    # (the laptop size; the paper's smallest backbone is ResNet-50)
+    "mask2former": ModelSpec(_with_backbone(Mask2Former), "resnet18", None,
+                             ("num_queries", "hidden_dim", "dec_layers", "enc_layers", "num_heads", "dim_feedforward",
+                              "encoder_feedforward_dim", "num_points", "class_weight", "mask_weight", "dice_weight",
+                              "no_object_weight", "ignore_index")),
 }
 
 
 def list_models() -> list[str]:
     """Names accepted by ``build_model``: fcn32s, fcn16s, fcn8s, unet, deeplabv3, deeplabv3plus, …, segformer,
-    ddrnet23_slim, ddrnet23, fastfcn."""
+    ddrnet23_slim, ddrnet23, fastfcn, mask2former."""
     return list(MODELS)
 
 
@@ -203,7 +213,7 @@ def build_model(name: str, num_classes: int, *, backbone: str | None = None, wei
             PSPNet: a ResNet (``"resnet50"``); DeepLab v1: ``"vgg16"``; v2: ``"resnet101"`` (default), another
             ResNet or ``"vgg16"``; LR-ASPP: ``"mobilenet_v3_large"``; HRNet: ``"hrnet_w18"`` (default), ``w32``,
             ``w40``, ``w48``; SegFormer: ``"mit_b0"`` (default) … ``"mit_b5"``; DDRNet: its own (``"ddrnet23_slim"`` /
-            ``"ddrnet23"``, the default); FastFCN: a ResNet (``"resnet50"``).
+            ``"ddrnet23"``, the default); FastFCN: a ResNet (``"resnet50"``); Mask2Former: a ResNet (``"resnet18"``).
         weights_backbone: ImageNet weights for the backbone: a torchvision weights name (``"IMAGENET1K_V1"``),
             a path to a local state dict file, or a state dict (see ``seglab.models.backbones``).
         weights: torchvision's whole-model weights (backbone and head), e.g. ``"COCO_WITH_VOC_LABELS_V1"``
