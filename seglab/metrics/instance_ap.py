@@ -129,9 +129,11 @@ class InstanceAP:
     ``InstanceAPResult``; ``reset()`` forgets the images seen.
 
     Raises:
-        ValueError: bad thresholds or ``max_detections``; an image dict without its keys, masks not bool
-            ``(M, H, W)``, labels / scores not of length M, predicted and true masks of different sizes, or
-            different numbers of prediction and target dicts.
+        ValueError: bad thresholds or ``max_detections`` (bools included); preds / targets not lists of dicts;
+            an image dict without its keys, masks not bool ``(M, H, W)`` (integer masks count their nonzero
+            pixels), labels outside ``[0, 4096)``, labels / scores not of length M, NaN scores, predicted and
+            true masks of different sizes, or different numbers of prediction and target dicts. A refused
+            ``update`` counts none of its images.
     """
 
     def __init__(self, *, iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS, max_detections: int = 100) -> None:

@@ -27,7 +27,9 @@ Checked against ``torchmetrics.detection.PanopticQuality`` (tests/test_metrics_p
 on predicted void only (``symmetric_void=True`` reproduces it): it also removes the *prediction's* void from the
 true segment's area, and drops unmatched true segments lying mostly under predicted void. Differences from
 panopticapi: no ``iscrowd`` regions; a class that never appears is ``nan`` per class (panopticapi writes 0;
-both leave it out of the means). Needs only PyTorch.
+both leave it out of the means). An image's overlap table grows with the segments present in it, not with the
+length of ``labels``. Class ids lie in ``[0, 4096)`` (``seglab.metrics.confusion.MAX_NUM_CLASSES``). Needs only
+PyTorch.
 """
 
 from __future__ import annotations
@@ -125,8 +127,9 @@ def _check_map(name: str, pair, known: torch.Tensor) -> tuple[torch.Tensor, torc
     return segments, labels
 
 
-def _merge_stuff(segments: torch.Tensor, labels: torch.Tensor, is_stuff: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                               torch.Tensor]:
+def _merge_stuff(
+    segments: torch.Tensor, labels: torch.Tensor, is_stuff: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every stuff class of the image as one segment, and the ids renumbered ``0..U`` over the segments present
     (0 stays void): ``(segments (H, W), labels (U,))``, so that the overlap table grows with the segments present,
     not with the length of ``labels``."""
@@ -153,8 +156,10 @@ class PanopticQuality:
     ``reset()`` clears the counts.
 
     Raises:
-        ValueError: things / stuffs not disjoint collections of ids >= 0; a map that is not such a pair, ids
-            outside ``[0, M]``, labels neither thing nor stuff, different sizes or numbers of preds and targets.
+        ValueError: things / stuffs not disjoint collections of integer ids in ``[0, 4096)``; ``symmetric_void``
+            not a bool; preds / targets not a map or a sequence of maps; a map that is not such a pair of integer
+            tensors, ids outside ``[0, M]``, labels neither thing nor stuff; different sizes or numbers of preds
+            and targets. A refused ``update`` counts none of its images.
     """
 
     def __init__(self, *, things: Collection[int], stuffs: Collection[int], symmetric_void: bool = False) -> None:
