@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 import resource
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -57,3 +60,49 @@ def crf_scene(seed, h=40, w=48, k=3, noise=1.5):
     logits = 2 * F.one_hot(truth, k).permute(0, 3, 1, 2).double() + noise * torch.randn(1, k, h, w, generator=g,
                                                                                           dtype=torch.float64)
     return images, logits, truth
+
+
+class FuzzTally:
+    """The fuzz suites' bookkeeping: examples run and accepted per public name, and the rule for a refusal (a
+    one-line ``ValueError`` whose message starts with one of ``arguments``, the names of the arguments)."""
+
+    def __init__(self, arguments: tuple[str, ...]) -> None:
+        self.arguments = tuple(arguments)
+        self.examples = Counter()  # examples run per function
+        self.accepted = Counter()  # of which returned a result (the others were refused with a ValueError)
+
+    @contextlib.contextmanager
+    def capped(self, label: str, extra_bytes: int = 3 * 2**30) -> Iterator[None]:
+        """Run under ``address_space_cap(extra_bytes)``; then print the examples run and returned, and the seconds."""
+        start = time.perf_counter()
+        with address_space_cap(extra_bytes):
+            yield
+            print(f"\n{label}: {sum(self.examples.values())} examples ({sum(self.accepted.values())} returned a "
+                  f"result, the others refused) in {time.perf_counter() - start:.1f} s; per function (run, returned): "
+                  + ", ".join(f"{name} ({n}, {self.accepted[name]})" for name, n in self.examples.items()))
+
+    def refused_cleanly(self, error: Exception) -> None:
+        message = str(error)
+        assert isinstance(error, ValueError), f"{type(error).__name__} instead of ValueError: {message}"
+        assert "\n" not in message and message.startswith(self.arguments), message
+
+    def run(self, name: str, call: Callable[[], object], check: Callable[[object], None]) -> None:
+        """``call()``: its result must pass ``check``, or it must be refused cleanly."""
+        self.examples[name] += 1
+        try:
+            result = call()
+        except Exception as error:  # noqa: BLE001 - anything but a clean ValueError fails the example
+            self.refused_cleanly(error)
+            return
+        check(result)
+        self.accepted[name] += 1
+
+
+def fractions(t: torch.Tensor, shape) -> None:
+    """float64, of ``shape``, every value nan or in [0, 1]."""
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float64 and tuple(t.shape) == tuple(shape), t
+    assert bool((t.isnan() | ((t >= 0) & (t <= 1))).all()), t
+
+
+def fraction(x: float) -> None:
+    assert isinstance(x, float) and (math.isnan(x) or 0 <= x <= 1), x

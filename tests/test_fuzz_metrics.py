@@ -11,8 +11,6 @@ example instead of the machine. ``pytest tests/test_fuzz_metrics.py -s`` prints 
 from __future__ import annotations
 
 import math
-import time
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -21,15 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _helpers import address_space_cap
+from _helpers import FuzzTally, fraction, fractions
 
 import seglab.metrics as metrics
 
 RESULT_TYPES = {"BoundaryFScore", "BoundaryIoU"}  # NamedTuples returned by the boundary scores, not functions
 ARGUMENTS = ("preds ", "preds_or_logits ", "target ", "num_classes ", "ignore_index ", "tolerance ",
              "dilation_ratio ", "band_width ", "cm ", "device ")  # fmt: skip
-EXAMPLES = Counter()  # examples run per function
-ACCEPTED = Counter()  # of which returned a result (the others were refused with a ValueError)
+TALLY = FuzzTally(ARGUMENTS)
+EXAMPLES, ACCEPTED = TALLY.examples, TALLY.accepted  # examples run, and returned a result, per function
 FUZZ = settings(max_examples=120, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 
@@ -37,12 +35,8 @@ FUZZ = settings(max_examples=120, deadline=None, database=None,
 @pytest.fixture(scope="module", autouse=True)
 def memory_cap():
     """Cap the address space at its current size + 3 GiB for this module; report examples and seconds."""
-    start = time.perf_counter()
-    with address_space_cap(3 * 2**30):
+    with TALLY.capped("seglab.metrics fuzz"):
         yield
-        print(f"\nseglab.metrics fuzz: {sum(EXAMPLES.values())} examples ({sum(ACCEPTED.values())} returned a result, "
-              f"the others refused) in {time.perf_counter() - start:.1f} s; per function (run, returned): "
-              + ", ".join(f"{name} ({n}, {ACCEPTED[name]})" for name, n in EXAMPLES.items()))  # fmt: skip
 
 
 # --- strategies ---------------------------------------------------------------------------------------------------
@@ -146,31 +140,8 @@ CMS = _mostly(_valid_matrix(), st.one_of(st.integers(0, 6).flatmap(lambda k: ten
 # --- checks -------------------------------------------------------------------------------------------------------
 
 
-def _refused_cleanly(error: Exception) -> None:
-    message = str(error)
-    assert isinstance(error, ValueError), f"{type(error).__name__} instead of ValueError: {message}"
-    assert "\n" not in message and message.startswith(ARGUMENTS), message
-
-
-def _run(name, call, check):
-    EXAMPLES[name] += 1
-    try:
-        result = call()
-    except Exception as error:  # noqa: BLE001 - anything but a clean ValueError fails the example
-        _refused_cleanly(error)
-        return
-    check(result)
-    ACCEPTED[name] += 1
-
-
-def _fractions(t: torch.Tensor, shape) -> None:
-    """float64, of ``shape``, every value nan or in [0, 1]."""
-    assert isinstance(t, torch.Tensor) and t.dtype == torch.float64 and tuple(t.shape) == tuple(shape), t
-    assert bool((t.isnan() | ((t >= 0) & (t <= 1))).all()), t
-
-
-def _fraction(x: float) -> None:
-    assert isinstance(x, float) and (math.isnan(x) or 0 <= x <= 1), x
+_run, _refused_cleanly = TALLY.run, TALLY.refused_cleanly
+_fractions, _fraction = fractions, fraction
 
 
 def _image_batch(target) -> tuple[int, int, int]:
