@@ -142,7 +142,7 @@ def test_resume_refuses_another_model(tmp_path):
     "changes, error, match",
     [
         ({"num_classes": 7}, ValueError, "has 4 classes"),
-        ({"model": "mask2former"}, ValueError, "fcn8s"),
+        ({"model": "maskformer"}, ValueError, "fcn8s"),
         ({"dataset": "mapillary"}, ValueError, "camvid"),
         ({"optimizer": "lion"}, ValueError, "adamw"),
         ({"batch_size": 100000}, ValueError, "batch-size"),
