@@ -106,3 +106,18 @@ def fractions(t: torch.Tensor, shape) -> None:
 
 def fraction(x: float) -> None:
     assert isinstance(x, float) and (math.isnan(x) or 0 <= x <= 1), x
+
+
+def perturb_parameters(model: nn.Module, seed: int, *, scale: float = 0.02,
+                       is_norm_weight: Callable[[str, torch.Tensor], bool] | None = None) -> torch.Generator:
+    """Move every parameter of an oracle model off its initialisation, in place, from one seeded generator: norm
+    weights to ``1 + 0.1 * N(0, 1)``, everything else by ``scale * N(0, 1)`` (so no LayerNorm is left at weight 1 /
+    bias 0, and a swapped or missing tensor changes the outputs). ``is_norm_weight(name, param)``: default, a weight
+    whose name holds "norm". Returns the generator, for the caller's further draws (e.g. BatchNorm statistics)."""
+    is_norm_weight = is_norm_weight or (lambda name, param: "norm" in name and name.endswith("weight"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            param.copy_(1 + 0.1 * noise if is_norm_weight(name, param) else param + scale * noise)
+    return generator

@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import perturb_parameters
+
 from seglab.models.clipseg import (CLIPSEG_CONFIGS, CLIPSeg, CLIPSegConfig, CLIPTokenizer, FiLM, WordTokenizer,
                                    config_from_hf, convert_hf_clipseg_state_dict, load_hf_clipseg, postprocess,
                                    preprocess)
@@ -35,11 +37,7 @@ def hf_clipseg(complex_conv: bool = True, patch_size: int = 16, seed: int = 0, *
         decoder_intermediate_size=sizes.get("decoder_mlp", 20), use_complex_transposed_convolution=complex_conv)
     torch.manual_seed(seed)
     model = transformers.CLIPSegForImageSegmentation(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.copy_(1 + 0.1 * noise if ("norm" in name and name.endswith("weight")) else param + 0.02 * noise)
+    perturb_parameters(model, seed)
     return model.eval()
 
 
@@ -295,4 +293,8 @@ def test_bad_input_is_explained():
         dataclasses.replace(CLIPSEG_CONFIGS["nano"], extract_layers=(1, 4))
     with pytest.raises(ValueError, match="unknown CLIPSeg config 'rd32'; valid: rd64-refined, rd64, rd16, nano"):
         CLIPSeg("rd32")
+    with pytest.raises(ValueError, match="conditional_layer must be in"):
+        dataclasses.replace(CLIPSEG_CONFIGS["nano"], conditional_layer=len(CLIPSEG_CONFIGS["nano"].extract_layers))
+    with pytest.raises(ValueError, match=r"logits must be \(N, h, w\) as CLIPSeg returns them; got shape \(8, 8\)"):
+        postprocess(torch.zeros(8, 8), (16, 16))
     assert isinstance(CLIPSEG_CONFIGS["rd64"], CLIPSegConfig)

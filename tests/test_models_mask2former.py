@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _helpers import perturb_parameters
+
 from seglab.models.mask2former import (Mask2Former, Mask2FormerCriterion, MaskedAttentionDecoderLayer,
                                        MaskedTransformerDecoder, convert_hf_mask2former_state_dict, hungarian_match,
                                        instance_inference, mask2former_options_from_hf_config,
@@ -36,12 +38,9 @@ def hf_mask2former(num_labels: int = 5, seed: int = 0) -> nn.Module:
                                             num_labels=num_labels, **SMALL)
     torch.manual_seed(seed)
     model = transformers.Mask2FormerForUniversalSegmentation(config)
-    generator = torch.Generator().manual_seed(seed)
+    generator = perturb_parameters(model, seed, scale=0.05, is_norm_weight=lambda name, param: (
+        name.endswith("weight") and param.ndim == 1 and "embed" not in name))
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            is_norm_weight = name.endswith("weight") and param.ndim == 1 and "embed" not in name
-            param.copy_(1 + 0.1 * noise if is_norm_weight else param + 0.05 * noise)
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
@@ -338,10 +337,16 @@ def test_bad_input_is_explained():
         Mask2Former(3, hidden_dim=48)
     with pytest.raises(ValueError, match="num_queries must be a positive int"):
         Mask2Former(3, num_queries=0)
+    with pytest.raises(ValueError, match="num_classes must be a positive int; got 0"):
+        Mask2Former(0)
+    with pytest.raises(ValueError, match="weights_backbone is for a named ResNet"):
+        Mask2Former(3, backbone=nn.Identity(), weights_backbone="IMAGENET1K_V1")
     with pytest.raises(ValueError, match="num_points must be a positive int or None"):
         Mask2FormerCriterion(3, num_points=0)
     with pytest.raises(ValueError, match="expects images of shape"):
         Mask2Former(3, hidden_dim=32, dec_layers=1, enc_layers=1)(torch.randn(3, 64, 64))
     outputs = {"pred_logits": torch.randn(1, 2, 5), "pred_masks": torch.randn(1, 2, 4, 4)}
+    with pytest.raises(ValueError, match="got 2 targets for a batch of 1 images"):
+        Mask2FormerCriterion(4, num_points=None)(outputs, torch.zeros(2, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="3 segments, more than num_queries=2: raise num_queries"):
         Mask2FormerCriterion(4, num_points=None)(outputs, torch.tensor([[[0, 1, 2, 2]]]))

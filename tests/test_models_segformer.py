@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import perturb_parameters
+
 from seglab.models import SegFormer, build_model
 from seglab.models.segformer import EfficientSelfAttention, MixFFN, OverlapPatchEmbed, convert_hf_segformer_state_dict
 
@@ -21,11 +23,8 @@ def hf_segformer_b0(num_labels: int, seed: int = 0) -> nn.Module:
     transformers = pytest.importorskip("transformers", reason="transformers (test oracle, in the test extra) is not installed")
     config = transformers.SegformerConfig(num_labels=num_labels, **B0)
     model = transformers.SegformerForSemanticSegmentation(config)
-    generator = torch.Generator().manual_seed(seed)
+    generator = perturb_parameters(model, seed)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.copy_(1 + 0.1 * noise if ("norm" in name and name.endswith("weight")) else param + 0.02 * noise)
         model.decode_head.batch_norm.running_mean.copy_(torch.randn(256, generator=generator) * 0.1)
         model.decode_head.batch_norm.running_var.copy_(torch.rand(256, generator=generator) + 0.5)
     return model.eval()

@@ -29,7 +29,12 @@ __all__ = ["CLIPSEG_CONFIGS", "CLIPSeg", "CLIPSegConfig"]
 
 @dataclass(frozen=True)
 class CLIPSegConfig:
-    """Every size of a CLIPSeg model; the defaults are CIDAS/clipseg-rd64-refined's (ViT-B/16 CLIP)."""
+    """Every size of a CLIPSeg model; the defaults are CIDAS/clipseg-rd64-refined's (ViT-B/16 CLIP).
+
+    Raises:
+        ValueError: ``extract_layers`` outside ``[0, vision_layers)``, ``conditional_layer`` outside the extracted
+            layers, ``complex_transposed_conv`` with a ``patch_size`` not divisible by 4.
+    """
 
     image_size: int = 224  # side the ViT's position embeddings were learned at (others interpolate them)
     patch_size: int = 16  # p: ViT patch side in pixels = the decoder's upsampling factor

@@ -68,7 +68,11 @@ def preprocess(images, size: int = CLIPSEG_IMAGE_SIZE, mean: Sequence[float] = I
 
 def postprocess(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Logits ``(N, h, w)`` -> mask probabilities ``(N, H, W)`` float32 in [0, 1] at the photo's ``size``
-    (bilinear resize of the logits, then sigmoid); threshold them (e.g. ``> 0.5``) for a binary mask."""
+    (bilinear resize of the logits, then sigmoid); threshold them (e.g. ``> 0.5``) for a binary mask.
+
+    Raises:
+        ValueError: ``logits`` not 3-D ``(N, h, w)``.
+    """
     if logits.ndim != 3:
         raise ValueError(f"logits must be (N, h, w) as CLIPSeg returns them; got shape {tuple(logits.shape)}")
     resized = F.interpolate(logits[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]

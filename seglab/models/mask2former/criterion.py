@@ -140,6 +140,10 @@ class Mask2FormerCriterion(nn.Module):
     (matching, then mask points), then aux layers 0, 1, … (as Hugging Face's ``Mask2FormerLoss``).
 
     Differences from the paper: the target count that normalises the mask losses is not averaged over DDP workers.
+
+    Raises:
+        ValueError: ``num_points`` neither a positive int nor None; ``targets`` not one per image, an instance target
+            whose ``masks`` and ``labels`` disagree in M, or more segments than the model's queries.
     """
 
     def __init__(self, num_classes: int, *, class_weight: float = 2.0, mask_weight: float = 5.0,

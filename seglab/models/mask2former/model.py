@@ -60,6 +60,10 @@ class Mask2Former(nn.Module):
     mask instead of 12544 (laptop images have few pixels at 1/4); no dropout (the paper's is 0.0 too);
     ``forward`` returns log scores instead of the scores themselves; the set loss is not averaged over DDP
     workers' target counts (each worker normalises by its own count).
+
+    Raises:
+        ValueError: ``num_classes`` or a size argument not a positive int, ``weights_backbone`` with a backbone
+            module, an unknown backbone name (the message lists the valid ones).
     """
 
     computes_own_loss = True  # the engine calls model(images, masks) for the training loss (see forward)

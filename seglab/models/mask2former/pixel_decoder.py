@@ -170,6 +170,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     ``forward(features)`` with ``features["layer1"]``…``["layer4"]`` returns ``(mask_features, maps)``:
     ``mask_features`` ``(N, dim, H/4, W/4)`` and ``maps`` ``[(N, dim, H/32, W/32), (…, H/16, …), (…, H/8, …)]``.
+
+    Raises:
+        ValueError: ``dim`` not a multiple of 32.
     """
 
     def __init__(self, in_channels: tuple[int, int, int, int], dim: int = 256, *, num_heads: int = 8,

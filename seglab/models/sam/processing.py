@@ -104,6 +104,9 @@ def postprocess_masks(masks: torch.Tensor, original_sizes: Sequence[tuple[int, i
 
     Upsample to ``S × S``, crop the padding (keep the resized ``h' × w'``), upsample to the original ``H × W``
     (bilinear, ``align_corners=False``). ``binarize``: bool masks ``logits > mask_threshold``; else float logits.
+
+    Raises:
+        ValueError: ``original_sizes`` or ``input_sizes`` without one ``(H, W)`` per image of ``masks``.
     """
     if len(original_sizes) != masks.shape[0] or len(input_sizes) != masks.shape[0]:
         raise ValueError(f"original_sizes and input_sizes need one (H, W) per image: masks hold {masks.shape[0]}, got "
