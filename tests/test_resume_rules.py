@@ -57,7 +57,8 @@ def test_every_field_has_exactly_one_rule():
 # A valid other value for every field (each TrainConfig validates alone).
 _OTHER = {
     "model": "fcn8s", "backbone": "resnet18", "weights_backbone": "DEFAULT", "output_stride": 8, "base_channels": 8,
-    "num_classes": 5, "dataset": "camvid", "dataset_kwargs": {"classes": ["a", "b"]}, "train_split": "val",
+    "num_classes": 5, "model_kwargs": {"depth": 3}, "dataset": "camvid", "dataset_kwargs": {"classes": ["a", "b"]},
+    "train_split": "val",
     "val_split": "train", "crop_size": 48, "scale_min": 0.5, "scale_max": 2.0, "max_size": 100,
     "val_full_size": True, "pad_multiple": 16, "batch_size": 2, "accumulate_steps": 2, "max_train_batches": 2,
     "max_val_batches": 2, "optimizer": "sgd", "weight_decay": 0.0, "momentum": 0.5, "lr_schedule": "poly",

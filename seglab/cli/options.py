@@ -48,6 +48,8 @@ def config_from_args(args: argparse.Namespace):
     from seglab.engine import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if "model_kwargs" in values:
+        values["model_kwargs"] = dict(values["model_kwargs"])  # never the parser's shared default
     classes = classes_from_args(args) if hasattr(args, "classes") else None
     if classes is not None:
         if args.dataset != "folder":

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import math
 
-__all__ = ["build_parser", "positive_int", "unit_interval", "names"]
+__all__ = ["build_parser", "positive_int", "unit_interval", "names", "json_object"]
 
 _TYPES = {"str": str, "int": int, "float": float}
 
@@ -52,6 +52,19 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def json_object(text: str) -> dict:
+    """A JSON object with string keys (``--model-kwargs '{"num_queries": 8}'``)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'needs a JSON object such as {{"num_queries": 8}}; got {text!r}')
+    return value
+
+
 def names(text: str) -> list[str]:
     """Comma-separated non-empty names (``--splits train,val``)."""
     found = [name.strip() for name in text.split(",")]
@@ -74,6 +87,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         annotation = str(f.type).replace(" ", "")
         default = getattr(defaults, f.name)
+        if f.name == "model_kwargs":  # a JSON object: --model-kwargs '{"num_queries": 8, "thing_classes": [1, 2, 3]}'
+            parser.add_argument(flag, type=json_object, default={}, metavar="JSON",
+                                help="other options of --model as a JSON object (seglab.models.model_options), e.g. "
+                                     "'{\"num_queries\": 8, \"thing_classes\": [1, 2, 3]}' (default: {})")
+            continue
         if annotation == "dict":  # dataset_kwargs: from --classes / --classes-file (config_from_args)
             continue
         if annotation == "bool":

@@ -13,7 +13,7 @@ __all__ = ["build_model_for", "build_optimizer", "build_scheduler", "lr_factor"]
 
 
 def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
-    """``seglab.models.build_model`` with the model options of ``config`` that are set."""
+    """``seglab.models.build_model`` with the model options of ``config`` that are set, and ``model_kwargs``."""
     from seglab.models import build_model
 
     if config.output_stride is not None and not config.model.startswith("deeplab"):
@@ -24,7 +24,12 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
         "output_stride": config.output_stride,
         "base_channels": config.base_channels if config.model == "unet" else None,  # a default, not an error
     }
-    return build_model(config.model, num_classes, **{k: v for k, v in kwargs.items() if v is not None})
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    clash = sorted(set(kwargs) & set(config.model_kwargs))
+    if clash:
+        raise ValueError(f"model_kwargs repeats {clash}, which have their own fields: set "
+                         f"--{clash[0].replace('_', '-')} instead")
+    return build_model(config.model, num_classes, **kwargs, **config.model_kwargs)
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

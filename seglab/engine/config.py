@@ -38,6 +38,7 @@ class TrainConfig:
     output_stride: int | None = None  # DeepLab only: 8 or 16
     base_channels: int | None = 16  # U-Net only: width of the first stage (64 in the paper)
     num_classes: int | None = None  # None = the dataset's; if given it must match the dataset
+    model_kwargs: dict = dataclasses.field(default_factory=dict)  # other build_model options, e.g. num_queries
     # --- data ------------------------------------------------------------------------------------
     dataset: str = "synthetic"  # a name from seglab.data.list_datasets()
     data_root: str | None = None  # folder of that dataset; None = $SEGLAB_DATA/<name> or data/<name>
@@ -155,7 +156,7 @@ def validate_config(config: "TrainConfig") -> None:
     """
     from seglab.data import list_datasets
     from seglab.losses import LOSSES
-    from seglab.models import list_models
+    from seglab.models import list_models, model_options
 
     optional = {f.name for f in dataclasses.fields(config) if "None" in str(f.type)}
     for f in dataclasses.fields(config):
@@ -198,6 +199,10 @@ def validate_config(config: "TrainConfig") -> None:
         raise ValueError(f"{_flag('loss')} must be one of {sorted(LOSSES)}, got {config.loss!r}")
     if config.model not in list_models():
         raise ValueError(f"{_flag('model')} must be one of {list_models()}, got {config.model!r}")
+    unknown = sorted(set(config.model_kwargs) - set(model_options(config.model)))
+    if unknown:
+        raise ValueError(f"{_flag('model_kwargs')} holds {unknown}, not options of {config.model!r}; its options: "
+                         f"{list(model_options(config.model))}")
     if config.dataset not in list_datasets():
         raise ValueError(f"{_flag('dataset')} must be one of {list_datasets()}, got {config.dataset!r}")
     check_device_name(config.device)  # e.g. "meta": refused here, before any folder or file is made

@@ -33,6 +33,7 @@ __all__ = ["FIXED", "APPLIED", "FREE", "check_resume", "resume"]
 
 FIXED = frozenset({
     "model", "backbone", "weights_backbone", "output_stride", "base_channels", "num_classes",  # the network
+    "model_kwargs",  # the network's other options (e.g. Mask2Former's num_queries)
     "dataset", "dataset_kwargs", "train_split", "val_split",  # the data (dataset_kwargs: a folder's --classes)
     "crop_size", "scale_min", "scale_max", "max_size", "val_full_size", "pad_multiple",  # what the model sees
     "batch_size", "accumulate_steps", "max_train_batches", "max_val_batches",  # steps per epoch, what is scored

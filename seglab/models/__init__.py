@@ -175,7 +175,7 @@ MODELS: dict[str, ModelSpec] = {
     "mask2former": ModelSpec(_with_backbone(Mask2Former), "resnet18", None,
                              ("num_queries", "hidden_dim", "dec_layers", "enc_layers", "num_heads", "dim_feedforward",
                               "encoder_feedforward_dim", "num_points", "class_weight", "mask_weight", "dice_weight",
-                              "no_object_weight", "ignore_index")),
+                              "no_object_weight", "ignore_index", "thing_classes")),
 }
 
 

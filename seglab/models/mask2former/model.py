@@ -7,6 +7,8 @@ CVPR 2022. Instead of a class per pixel, the model predicts Q segments, each a c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -40,6 +42,10 @@ class Mask2Former(nn.Module):
         criterion options (used by ``forward(x, masks)`` and ``loss``): ``num_points`` (points per mask in the
             loss, default 1024 = 32²; paper 12544 = 112²; None = every pixel of the 1/4 mask, deterministic),
             ``class_weight`` 2, ``mask_weight`` 5, ``dice_weight`` 5, ``no_object_weight`` 0.1, ``ignore_index`` 255.
+        thing_classes: class ids trained as instances: ``forward(x, masks)`` splits each thing class of the
+            semantic masks into its 4-connected components, one target segment each (``targets_from_semantic``);
+            the other classes are stuff (one segment per class). None (default): semantic training, one segment
+            per class present. Kept as ``model.thing_classes`` (a frozenset or None) for panoptic inference.
 
     Shapes:
         ``forward(x)``: ``(N, 3, H, W)`` float32 -> ``(N, K, H, W)`` float32 **log semantic scores**
@@ -59,11 +65,14 @@ class Mask2Former(nn.Module):
     default (paper: ResNet-50/Swin, D=256, 6/9 layers, 8 heads, Q=100; all are arguments); 1024 loss points per
     mask instead of 12544 (laptop images have few pixels at 1/4); no dropout (the paper's is 0.0 too);
     ``forward`` returns log scores instead of the scores themselves; the set loss is not averaged over DDP
-    workers' target counts (each worker normalises by its own count).
+    workers' target counts (each worker normalises by its own count); with ``thing_classes`` the instance targets
+    are connected components of the semantic masks (the paper reads annotated instances), so they are right only
+    where instances of a class never touch.
 
     Raises:
         ValueError: ``num_classes`` or a size argument not a positive int, ``weights_backbone`` with a backbone
-            module, an unknown backbone name (the message lists the valid ones).
+            module, an unknown backbone name (the message lists the valid ones), ``thing_classes`` not class ids
+            in ``[0, K)``.
     """
 
     computes_own_loss = True  # the engine calls model(images, masks) for the training loss (see forward)
@@ -72,7 +81,8 @@ class Mask2Former(nn.Module):
                  num_queries: int = 16, hidden_dim: int = 64, dec_layers: int = 6, enc_layers: int = 2,
                  num_heads: int = 4, dim_feedforward: int = 256, encoder_feedforward_dim: int = 256,
                  num_points: int | None = 1024, class_weight: float = 2.0, mask_weight: float = 5.0,
-                 dice_weight: float = 5.0, no_object_weight: float = 0.1, ignore_index: int = 255) -> None:
+                 dice_weight: float = 5.0, no_object_weight: float = 0.1, ignore_index: int = 255,
+                 thing_classes: Iterable[int] | None = None) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
@@ -96,7 +106,9 @@ class Mask2Former(nn.Module):
                                                             feedforward_dim=dim_feedforward)
         self.criterion = Mask2FormerCriterion(num_classes, num_points=num_points, class_weight=class_weight,
                                               mask_weight=mask_weight, dice_weight=dice_weight,
-                                              no_object_weight=no_object_weight, ignore_index=ignore_index)
+                                              no_object_weight=no_object_weight, ignore_index=ignore_index,
+                                              thing_classes=thing_classes)
+        self.thing_classes = self.criterion.thing_classes  # frozenset or None (checked there)
 
     def forward_features(self, x: torch.Tensor) -> dict:
         """Backbone ``"layer1"``…``"layer4"``, pixel decoder ``"mask_features"`` ``(N, D, H/4, W/4)`` and
