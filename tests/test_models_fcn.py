@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 import torchvision
 
 from seglab.models import FCN, build_model
@@ -27,6 +28,21 @@ def test_bilinear_init_reproduces_interpolate_in_the_interior(factor):
     border = factor  # interpolate clamps at the edge, the transposed conv sees zeros: they differ there only
     torch.testing.assert_close(got[..., border:-border, border:-border], expected[..., border:-border, border:-border])
     assert not torch.allclose(got[..., :1, :], expected[..., :1, :])  # the border really differs (zero padding)
+
+
+def test_bilinear_upsample_runs_in_float32_under_autocast():
+    # bf16 transposed convolutions with large kernels are many times slower on CPUs: the upsampling leaves autocast
+    torch.manual_seed(0)
+    upsample = BilinearUpsample(3, 32)
+    x = torch.randn(2, 3, 4, 5).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = upsample(x)
+        inside = nn.ConvTranspose2d(3, 3, 64, stride=32, padding=16, bias=False)(x)  # what autocast would do
+    assert got.dtype == torch.float32 and inside.dtype == torch.bfloat16
+    with torch.no_grad():
+        torch.testing.assert_close(got, upsample(x.float()))  # the same float32 computation as without autocast
+    got.sum().backward()
+    assert upsample.weight.grad is not None and upsample.weight.grad.dtype == torch.float32
 
 
 def test_bilinear_kernel_is_per_channel_and_separable():
