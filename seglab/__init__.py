@@ -30,6 +30,8 @@ Training and using a model
 - ``seglab.files``           the one safe writer of every file a command writes, the run-folder lock
 - ``seglab.cli``             ``python -m seglab {train,evaluate,predict,download,check-data,export}``
 - ``seglab.profiles``        the notebooks' smoke / laptop / full run profiles
+- ``seglab.interactive``     interactive segmentation: SAM's simulated clicks, nano-SAM's training loop, the
+                             evaluation clicker, NoC@85/90 and IoU@k, a flood-fill baseline
 - ``seglab.planning``        nnU-Net's self-configuration for 2-D data: ``dataset_fingerprint``, ``plan_2d`` (patch,
                              batch under a memory budget, topology, normalisation), the plan's ``PlainUNet``
 

@@ -41,7 +41,7 @@ def _ids(paths):
 
 def test_the_sequence_is_complete():
     numbers = [p.name[:2] for p in NOTEBOOKS]
-    assert numbers == [f"{i:02d}" for i in range(13)], numbers  # 00 setup ... 10 context, 11 transformers, 12 landscape
+    assert numbers == [f"{i:02d}" for i in range(14)], numbers  # 00 setup ... 11 transformers, 12 landscape, 13 universal
 
 
 @pytest.mark.parametrize("path", ALL, ids=_ids(ALL))

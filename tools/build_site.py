@@ -6,7 +6,7 @@ Usage::
     python tools/build_site.py --notebooks _build/notebooks --out _site     # then open _site/index.html
 
 The site is Sphinx + MyST-NB + sphinx-book-theme (``pip install -e ".[site]"``; configuration in ``site/``):
-the README as the landing page, one page per notebook in order (00 → 12), a Solutions section with a page
+the README as the landing page, one page per notebook in order (00 → 13), a Solutions section with a page
 per solutions notebook, linked from the end of its notebook's page, math typeset by MathJax 3, a sidebar,
 and full-text search. Everything a page loads is inside the site (no CDN), so it also works offline.
 
