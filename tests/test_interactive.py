@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from seglab.imaging import to_tensor
 from seglab.interactive import (ClickTrainingConfig, FloodFillSegmenter, click_curves, mask_iou, nano_sam_64,
                                 next_click, normalize_images, number_of_clicks, sam_click_curves, sam_click_loss,
                                 sample_boxes, sample_error_points, sample_first_points, summarize_clicks,
@@ -118,6 +119,17 @@ def test_number_of_clicks_bad_input():
         number_of_clicks(np.ones((2, 3)), 0.85, max_clicks=20)
     with pytest.raises(ValueError, match="ious"):
         number_of_clicks(np.ones(3), 0.85)
+
+
+def test_normalize_images_is_to_tensor_per_image_and_refuses_bad_input():
+    images = np.random.default_rng(0).integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
+    got = normalize_images(images)
+    assert got.shape == (2, 3, 5, 6) and got.dtype == torch.float32
+    assert torch.equal(got[1], to_tensor(images[1]))
+    with pytest.raises(ValueError, match="images must be"):
+        normalize_images(images[0])  # one image, no batch dimension
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_images(images.astype(np.float32))
 
 
 def test_mask_iou_by_hand():

@@ -32,6 +32,9 @@ def click_curves(segment: Callable[[int, list[tuple[int, int, bool]]], np.ndarra
 
     ``segment(i, clicks)`` returns the ``(H, W)`` bool mask of object ``i`` for clicks ``[(row, col, positive)]``.
     Once a mask is exact the clicker stops and the IoU is carried to the end.
+
+    Raises:
+        ValueError: ``max_clicks < 1``; a target or a returned mask of another shape (``mask_iou``).
     """
     if max_clicks < 1:
         raise ValueError(f"max_clicks must be >= 1; got {max_clicks}")

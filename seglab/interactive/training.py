@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..imaging import IMAGENET_MEAN, IMAGENET_STD
+from ..imaging import to_tensor
 from ..models.sam import Sam, SamConfig, sam_config
 from .clicks import sample_boxes, sample_error_points, sample_first_points
 
@@ -67,13 +67,16 @@ class ClickTrainingConfig:
 
 
 def normalize_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32, ImageNet mean/std normalised (as SAM's ``preprocess``)."""
-    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must be (N, H, W, 3) uint8; got shape {tuple(images.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
-    return (x - mean) / std
+    """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32, ImageNet mean/std normalised (as SAM's ``preprocess``):
+    ``seglab.imaging.to_tensor`` per image.
+
+    Raises:
+        ValueError: ``images`` is not an ``(N, H, W, 3)`` uint8 array.
+    """
+    array = np.asarray(images)
+    if array.ndim != 4 or len(array) == 0:
+        raise ValueError(f"images must be (N, H, W, 3) uint8 with N >= 1; got shape {array.shape}")
+    return torch.stack([to_tensor(image) for image in array])
 
 
 def _mask_losses(logits: torch.Tensor, target: torch.Tensor, alpha: float | None, gamma: float):
